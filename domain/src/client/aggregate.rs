@@ -1,0 +1,603 @@
+//! The `Client` aggregate: decides commands against the client's state and applies events.
+//!
+//! `decide` is a pure function from (state, command, services) to events; `apply` folds an
+//! event into the state. Every command is idempotent: against a state that already holds its
+//! effect it decides no events and succeeds, which is what makes retries safe.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, Utc};
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::Aggregate;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::commands::{
+    ClientAction, ClientCommand, CreateUser, PlaceOrder, RecordEmail, SetEngagementScore,
+    UpdateUser,
+};
+use super::errors::ClientError;
+use super::events::{
+    ClientEvent, EmailGenerated, OrderPlaced, OrderSummary, ScoreCause, UserCreated, UserDeleted,
+    UserScored, UserUnsubscribed, UserUpdated,
+};
+use crate::scoring::{Band, ClientFacts, ScoreFactor, ScoringPolicy, SeedV1};
+use crate::values::{Money, ValidationError};
+
+/// How far in the future a client-supplied timestamp may lie (clock skew between systems).
+const FUTURE_TOLERANCE_MINUTES: i64 = 5;
+
+/// What the aggregate needs from outside: the scoring policy and the email rules.
+#[derive(Debug, Clone)]
+pub struct ClientServices {
+    /// The policy used for every automatic score.
+    pub policy: Arc<dyn ScoringPolicy>,
+    /// Minimum time between two emails to one client.
+    pub email_cooldown: Duration,
+}
+
+impl Default for ClientServices {
+    fn default() -> Self {
+        Self {
+            policy: Arc::new(SeedV1),
+            email_cooldown: Duration::days(7),
+        }
+    }
+}
+
+/// Where a client is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Lifecycle {
+    /// Not created yet.
+    #[default]
+    New,
+    /// Created, receiving emails.
+    Active,
+    /// Created, opted out of emails.
+    Unsubscribed,
+    /// Deleted: every further command is refused.
+    Deleted,
+}
+
+/// The last score recorded for the client.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScoreState {
+    /// Score 0..=100.
+    pub score: u8,
+    /// Band.
+    pub band: Band,
+    /// Threshold in force when it was scored.
+    pub threshold: u8,
+    /// Policy name.
+    pub policy: String,
+    /// Reasons.
+    pub factors: Vec<ScoreFactor>,
+    /// Moment described.
+    pub as_of: DateTime<Utc>,
+    /// When time alone would next change it.
+    pub next_change_at: Option<DateTime<Utc>>,
+}
+
+/// A client of the retailer, as its events tell it.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Client {
+    id: Option<Uuid>,
+    lifecycle: Lifecycle,
+    name: String,
+    email: String,
+    preferred_categories: Vec<String>,
+    orders: OrderSummary,
+    order_ids: BTreeSet<String>,
+    email_ids: BTreeSet<Uuid>,
+    last_email_at: Option<DateTime<Utc>>,
+    score: Option<ScoreState>,
+    created_at: Option<DateTime<Utc>>,
+    updated_at: Option<DateTime<Utc>>,
+}
+
+impl Aggregate for Client {
+    const TYPE: &'static str = "client";
+    type Command = ClientCommand;
+    type Event = ClientEvent;
+    type Error = ClientError;
+    type Services = ClientServices;
+
+    async fn handle(
+        &mut self,
+        command: Self::Command,
+        services: &Self::Services,
+        sink: &EventSink<Self>,
+    ) -> Result<(), Self::Error> {
+        for event in self.decide(command, services)? {
+            sink.write(event, self).await;
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, event: Self::Event) {
+        self.updated_at = Some(event.occurred_at());
+        match event {
+            ClientEvent::UserCreated(e) => {
+                self.id = Some(e.user_id);
+                self.lifecycle = Lifecycle::Active;
+                self.name = e.name;
+                self.email = e.email;
+                self.preferred_categories = e.preferred_categories;
+                self.orders = e.orders;
+                self.created_at = Some(e.created_at);
+            }
+            ClientEvent::UserUpdated(e) => {
+                self.name = e.name;
+                self.email = e.email;
+                self.preferred_categories = e.preferred_categories;
+                self.orders = e.orders;
+            }
+            ClientEvent::OrderPlaced(e) => {
+                self.order_ids.insert(e.order_id);
+                self.orders = e.orders;
+            }
+            ClientEvent::UserScored(e) => {
+                self.score = Some(ScoreState {
+                    score: e.score,
+                    band: e.band,
+                    threshold: e.threshold,
+                    policy: e.policy,
+                    factors: e.factors,
+                    as_of: e.as_of,
+                    next_change_at: e.next_change_at,
+                });
+            }
+            ClientEvent::EmailGenerated(e) => {
+                self.email_ids.insert(e.email_id);
+                self.last_email_at = Some(
+                    self.last_email_at
+                        .map_or(e.generated_at, |t| t.max(e.generated_at)),
+                );
+            }
+            ClientEvent::UserUnsubscribed(_) => self.lifecycle = Lifecycle::Unsubscribed,
+            ClientEvent::UserDeleted(_) => self.lifecycle = Lifecycle::Deleted,
+        }
+    }
+}
+
+impl Client {
+    /// Decides which events `command` leads to, without changing `self`.
+    ///
+    /// # Errors
+    /// The command is not allowed in this state (see [`ClientError`]).
+    pub fn decide(
+        &self,
+        command: ClientCommand,
+        services: &ClientServices,
+    ) -> Result<Vec<ClientEvent>, ClientError> {
+        let now = command.now;
+        match (self.lifecycle, &command.action) {
+            (Lifecycle::New, ClientAction::CreateUser(_)) => {}
+            (Lifecycle::New, _) => return Err(ClientError::NotFound),
+            (Lifecycle::Deleted, ClientAction::DeleteUser) => return Ok(vec![]),
+            (Lifecycle::Deleted, _) => return Err(ClientError::Deleted),
+            _ => {}
+        }
+        let mut decision = Decision::new(self);
+        match command.action {
+            ClientAction::CreateUser(create) => self.create(create, now, &mut decision)?,
+            ClientAction::UpdateUser(update) => self.update(update, now, &mut decision)?,
+            ClientAction::PlaceOrder(order) => self.place_order(order, now, &mut decision)?,
+            ClientAction::SetEngagementScore(set) => {
+                self.set_score(set, now, services, &mut decision);
+                return Ok(decision.events);
+            }
+            ClientAction::Rescore => {
+                decision.rescore(services, now, ScoreCause::TimePassed);
+                return Ok(decision.events);
+            }
+            ClientAction::RecordEmail(email) => {
+                self.record_email(email, now, services, &mut decision)?
+            }
+            ClientAction::Unsubscribe => {
+                if self.lifecycle == Lifecycle::Active {
+                    decision.push(ClientEvent::UserUnsubscribed(UserUnsubscribed {
+                        unsubscribed_at: now,
+                    }));
+                }
+            }
+            ClientAction::DeleteUser => {
+                decision.push(ClientEvent::UserDeleted(UserDeleted { deleted_at: now }));
+                return Ok(decision.events);
+            }
+        }
+        if !decision.events.is_empty() {
+            decision.rescore(services, now, ScoreCause::Activity);
+        }
+        Ok(decision.events)
+    }
+
+    fn create(
+        &self,
+        create: CreateUser,
+        now: DateTime<Utc>,
+        decision: &mut Decision,
+    ) -> Result<(), ClientError> {
+        let last_order_at = not_in_future(create.history.last_order_at, now, "lastOrderDate")?;
+        let orders = summary_from_history(
+            create.history.order_count,
+            create.history.average_order_value,
+            last_order_at,
+        );
+        if self.lifecycle != Lifecycle::New {
+            let same = self.id == Some(create.id)
+                && self.name == create.name.as_str()
+                && self.email == create.email.as_str()
+                && self.preferred_categories == create.preferred_categories.as_slice()
+                && self.orders.order_count == orders.order_count
+                && self.orders.average_order_value_cents == orders.average_order_value_cents
+                && self.orders.last_order_at == orders.last_order_at;
+            return if same {
+                Ok(())
+            } else {
+                Err(ClientError::AlreadyExists)
+            };
+        }
+        decision.push(ClientEvent::UserCreated(UserCreated {
+            user_id: create.id,
+            name: create.name.as_str().to_owned(),
+            email: create.email.as_str().to_owned(),
+            preferred_categories: create.preferred_categories.as_slice().to_vec(),
+            orders,
+            created_at: now,
+        }));
+        Ok(())
+    }
+
+    fn update(
+        &self,
+        update: UpdateUser,
+        now: DateTime<Utc>,
+        decision: &mut Decision,
+    ) -> Result<(), ClientError> {
+        let mut changed = Vec::new();
+        let name = match update.name {
+            Some(n) if n.as_str() != self.name => {
+                changed.push("name");
+                n.as_str().to_owned()
+            }
+            _ => self.name.clone(),
+        };
+        let email = match update.email {
+            Some(e) if e.as_str() != self.email => {
+                changed.push("email");
+                e.as_str().to_owned()
+            }
+            _ => self.email.clone(),
+        };
+        let preferred_categories = match update.preferred_categories {
+            Some(c) if c.as_slice() != self.preferred_categories => {
+                changed.push("preferredCategories");
+                c.as_slice().to_vec()
+            }
+            _ => self.preferred_categories.clone(),
+        };
+        let mut orders = self.orders.clone();
+        let last_order_at = not_in_future(update.last_order_at, now, "lastOrderDate")?;
+        if last_order_at.is_some() && last_order_at != orders.last_order_at {
+            changed.push("lastOrderDate");
+            orders.last_order_at = last_order_at;
+        }
+        let count = update.order_count.unwrap_or(orders.order_count);
+        let average = update
+            .average_order_value
+            .map_or(orders.average_order_value_cents, Money::cents);
+        if count != orders.order_count || average != orders.average_order_value_cents {
+            if count != orders.order_count {
+                changed.push("orderCount");
+            }
+            if average != orders.average_order_value_cents {
+                changed.push("averageOrderValue");
+            }
+            let average = Money::from_cents(average, "averageOrderValue")?;
+            let corrected = summary_from_history(count, average, orders.last_order_at);
+            orders = OrderSummary {
+                first_order_at: orders.first_order_at,
+                ..corrected
+            };
+        }
+        if changed.is_empty() {
+            return Ok(());
+        }
+        decision.push(ClientEvent::UserUpdated(UserUpdated {
+            changed: changed.into_iter().map(str::to_owned).collect(),
+            name,
+            email,
+            preferred_categories,
+            orders,
+            updated_at: now,
+        }));
+        Ok(())
+    }
+
+    fn place_order(
+        &self,
+        order: PlaceOrder,
+        now: DateTime<Utc>,
+        decision: &mut Decision,
+    ) -> Result<(), ClientError> {
+        if self.order_ids.contains(order.order_id.as_str()) {
+            return Ok(());
+        }
+        let placed_at = not_in_future(Some(order.placed_at), now, "placedAt")?.unwrap_or(now);
+        let previous = &self.orders;
+        let order_count = previous
+            .order_count
+            .checked_add(1)
+            .ok_or_else(|| ValidationError::new("orderId", "this client has too many orders"))?;
+        let total = previous.total_spent_cents + order.amount.cents();
+        let orders = OrderSummary {
+            order_count,
+            total_spent_cents: total,
+            average_order_value_cents: Money::average(
+                Money::from_cents(total, "amount")?,
+                order_count,
+            )
+            .cents(),
+            last_order_at: Some(
+                previous
+                    .last_order_at
+                    .map_or(placed_at, |t| t.max(placed_at)),
+            ),
+            first_order_at: Some(
+                previous
+                    .first_order_at
+                    .map_or(placed_at, |t| t.min(placed_at)),
+            ),
+        };
+        decision.push(ClientEvent::OrderPlaced(OrderPlaced {
+            order_id: order.order_id.as_str().to_owned(),
+            amount_cents: order.amount.cents(),
+            placed_at,
+            categories: order.categories.as_slice().to_vec(),
+            orders,
+            recorded_at: now,
+        }));
+        Ok(())
+    }
+
+    fn set_score(
+        &self,
+        set: SetEngagementScore,
+        now: DateTime<Utc>,
+        services: &ClientServices,
+        decision: &mut Decision,
+    ) {
+        let band = services
+            .policy
+            .band_for(set.score, self.score.as_ref().map(|s| s.band));
+        let reason = set
+            .reason
+            .map(|r| r.trim().to_owned())
+            .filter(|r| !r.is_empty());
+        if let Some(current) = &self.score {
+            if current.score == set.score.value()
+                && current.band == band
+                && current.policy == MANUAL_POLICY
+            {
+                return;
+            }
+        }
+        let detail = match &reason {
+            Some(r) => format!("Set by {} by hand: {r}", set.actor),
+            None => format!("Set by {} by hand.", set.actor),
+        };
+        decision.push(ClientEvent::UserScored(UserScored {
+            score: set.score.value(),
+            previous_score: self.score.as_ref().map(|s| s.score),
+            band,
+            previous_band: self.score.as_ref().map(|s| s.band),
+            threshold: services.policy.threshold(),
+            policy: MANUAL_POLICY.to_owned(),
+            factors: vec![ScoreFactor {
+                name: "manual".into(),
+                points: f64::from(set.score.value()),
+                detail,
+            }],
+            as_of: now,
+            cause: ScoreCause::Manual,
+            reason,
+            actor: Some(set.actor),
+            next_change_at: None,
+        }));
+    }
+
+    fn record_email(
+        &self,
+        email: RecordEmail,
+        now: DateTime<Utc>,
+        services: &ClientServices,
+        decision: &mut Decision,
+    ) -> Result<(), ClientError> {
+        if self.email_ids.contains(&email.email_id) {
+            return Ok(());
+        }
+        if self.lifecycle == Lifecycle::Unsubscribed {
+            return Err(ClientError::Unsubscribed);
+        }
+        if let Some(next_allowed_at) = self.next_email_allowed_at(services.email_cooldown) {
+            if now < next_allowed_at {
+                return Err(ClientError::EmailCooldown { next_allowed_at });
+            }
+        }
+        let content = email.content;
+        let subject = content.subject.trim();
+        if subject.is_empty() || subject.contains(['\n', '\r']) || subject.chars().count() > 200 {
+            return Err(ValidationError::new(
+                "subject",
+                "must be one non-empty line of at most 200 characters",
+            )
+            .into());
+        }
+        if content.text.trim().is_empty() || content.html.trim().is_empty() {
+            return Err(ValidationError::new("text", "the email body must not be empty").into());
+        }
+        decision.push(ClientEvent::EmailGenerated(EmailGenerated {
+            email_id: email.email_id,
+            subject: subject.to_owned(),
+            preheader: content.preheader,
+            text: content.text,
+            html: content.html,
+            generator: content.generator,
+            usage: content.usage,
+            engagement_score_at_time: self.score.as_ref().map_or(0, |s| s.score),
+            trigger: email.trigger,
+            generated_at: now,
+        }));
+        Ok(())
+    }
+
+    /// The facts a scoring policy looks at.
+    pub fn facts(&self) -> ClientFacts {
+        ClientFacts {
+            order_count: self.orders.order_count,
+            average_order_value: Money::from_cents(
+                self.orders.average_order_value_cents,
+                "averageOrderValue",
+            )
+            .unwrap_or(Money::ZERO),
+            first_order_at: self.orders.first_order_at,
+            last_order_at: self.orders.last_order_at,
+            last_email_at: self.last_email_at,
+            unsubscribed: self.lifecycle == Lifecycle::Unsubscribed,
+            created_at: self.created_at,
+        }
+    }
+
+    /// The earliest moment another email may be recorded, if an email was sent before.
+    pub fn next_email_allowed_at(&self, cooldown: Duration) -> Option<DateTime<Utc>> {
+        self.last_email_at.map(|t| t + cooldown)
+    }
+
+    /// The client's id, once created.
+    pub fn id(&self) -> Option<Uuid> {
+        self.id
+    }
+    /// Where the client is in its life.
+    pub fn lifecycle(&self) -> Lifecycle {
+        self.lifecycle
+    }
+    /// Display name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    /// Email address.
+    pub fn email(&self) -> &str {
+        &self.email
+    }
+    /// Preferred categories.
+    pub fn preferred_categories(&self) -> &[String] {
+        &self.preferred_categories
+    }
+    /// Order summary.
+    pub fn orders(&self) -> &OrderSummary {
+        &self.orders
+    }
+    /// Number of distinct orders recorded through `PlaceOrder`.
+    pub fn recorded_order_ids(&self) -> usize {
+        self.order_ids.len()
+    }
+    /// Last email written.
+    pub fn last_email_at(&self) -> Option<DateTime<Utc>> {
+        self.last_email_at
+    }
+    /// Current score.
+    pub fn score(&self) -> Option<&ScoreState> {
+        self.score.as_ref()
+    }
+    /// Creation time.
+    pub fn created_at(&self) -> Option<DateTime<Utc>> {
+        self.created_at
+    }
+    /// Time of the last event.
+    pub fn updated_at(&self) -> Option<DateTime<Utc>> {
+        self.updated_at
+    }
+}
+
+/// The policy name recorded for manual overrides.
+pub const MANUAL_POLICY: &str = "manual";
+
+/// Events decided so far, with the state they lead to (so the rescore sees the new facts).
+struct Decision {
+    state: Client,
+    events: Vec<ClientEvent>,
+}
+
+impl Decision {
+    fn new(client: &Client) -> Self {
+        Self {
+            state: client.clone(),
+            events: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, event: ClientEvent) {
+        self.state.apply(event.clone());
+        self.events.push(event);
+    }
+
+    /// Scores the state as it now stands; records `UserScored` if score, band or policy moved.
+    fn rescore(&mut self, services: &ClientServices, now: DateTime<Utc>, cause: ScoreCause) {
+        let policy = &services.policy;
+        let previous = self.state.score.clone();
+        let assessment = policy.assess(&self.state.facts(), now, previous.as_ref().map(|s| s.band));
+        let unchanged = previous.as_ref().is_some_and(|p| {
+            p.score == assessment.score.value()
+                && p.band == assessment.band
+                && p.policy == policy.name()
+        });
+        if unchanged {
+            return;
+        }
+        self.push(ClientEvent::UserScored(UserScored {
+            score: assessment.score.value(),
+            previous_score: previous.as_ref().map(|s| s.score),
+            band: assessment.band,
+            previous_band: previous.as_ref().map(|s| s.band),
+            threshold: policy.threshold(),
+            policy: policy.name().to_owned(),
+            factors: assessment.factors,
+            as_of: now,
+            cause,
+            reason: None,
+            actor: None,
+            next_change_at: assessment.next_change_at,
+        }));
+    }
+}
+
+fn not_in_future(
+    at: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+    field: &str,
+) -> Result<Option<DateTime<Utc>>, ValidationError> {
+    match at {
+        Some(t) if t > now + Duration::minutes(FUTURE_TOLERANCE_MINUTES) => {
+            Err(ValidationError::new(field, "must not be in the future"))
+        }
+        other => Ok(other),
+    }
+}
+
+fn summary_from_history(
+    count: u32,
+    average: Money,
+    last_order_at: Option<DateTime<Utc>>,
+) -> OrderSummary {
+    let average = if count == 0 { Money::ZERO } else { average };
+    OrderSummary {
+        order_count: count,
+        total_spent_cents: average.cents() * i64::from(count),
+        average_order_value_cents: average.cents(),
+        last_order_at,
+        first_order_at: None,
+    }
+}

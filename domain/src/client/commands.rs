@@ -1,0 +1,154 @@
+//! What callers ask of a client. Every command carries already-parsed values and its own
+//! `now`: the domain never reads a clock.
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::events::{EmailTrigger, Generator, TokenUsage};
+use crate::values::{Categories, EmailAddress, Money, OrderId, Score, UserName};
+
+/// Order history imported from an older system.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ImportedHistory {
+    /// Orders placed there.
+    pub order_count: u32,
+    /// Their mean value.
+    pub average_order_value: Money,
+    /// The most recent one.
+    pub last_order_at: Option<DateTime<Utc>>,
+}
+
+/// Create a client.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CreateUser {
+    /// The new client's id; the same as the aggregate id it is sent to.
+    pub id: Uuid,
+    /// Display name.
+    pub name: UserName,
+    /// Email address.
+    pub email: EmailAddress,
+    /// Preferred categories.
+    pub preferred_categories: Categories,
+    /// Imported order summary.
+    pub history: ImportedHistory,
+}
+
+/// Change any of a client's fields; `None` leaves a field as it is.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct UpdateUser {
+    /// New name.
+    pub name: Option<UserName>,
+    /// New email.
+    pub email: Option<EmailAddress>,
+    /// New categories.
+    pub preferred_categories: Option<Categories>,
+    /// Corrected date of the last order.
+    pub last_order_at: Option<DateTime<Utc>>,
+    /// Corrected order count.
+    pub order_count: Option<u32>,
+    /// Corrected average order value.
+    pub average_order_value: Option<Money>,
+}
+
+/// Record an order; the same `order_id` twice records it once.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlaceOrder {
+    /// Idempotency key.
+    pub order_id: OrderId,
+    /// Amount.
+    pub amount: Money,
+    /// When the client placed it (defaults to `now` at the edge).
+    pub placed_at: DateTime<Utc>,
+    /// Categories it touched.
+    pub categories: Categories,
+}
+
+/// The seed's manual override of the score.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SetEngagementScore {
+    /// The score to set.
+    pub score: Score,
+    /// Why (shown in the history).
+    pub reason: Option<String>,
+    /// Who did it.
+    pub actor: String,
+}
+
+/// The content of an email, as the writer produced it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EmailContent {
+    /// Subject line.
+    pub subject: String,
+    /// Preview text.
+    pub preheader: String,
+    /// Plain-text body.
+    pub text: String,
+    /// HTML body (already rendered and escaped by our template).
+    pub html: String,
+    /// Who wrote it.
+    pub generator: Generator,
+    /// Provider usage, when reported.
+    pub usage: Option<TokenUsage>,
+}
+
+/// Record a generated email; the same `email_id` twice records it once.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordEmail {
+    /// Idempotency key (derived from the email job).
+    pub email_id: Uuid,
+    /// What was written.
+    pub content: EmailContent,
+    /// The event that caused it.
+    pub trigger: Option<EmailTrigger>,
+}
+
+/// What to do to a client.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClientAction {
+    /// Create the client.
+    CreateUser(CreateUser),
+    /// Change profile fields.
+    UpdateUser(UpdateUser),
+    /// Record an order.
+    PlaceOrder(PlaceOrder),
+    /// Set the score by hand.
+    SetEngagementScore(SetEngagementScore),
+    /// Recompute the score as of `now` (time has passed, or the policy changed).
+    Rescore,
+    /// Record a generated email.
+    RecordEmail(RecordEmail),
+    /// Opt the client out of emails.
+    Unsubscribe,
+    /// Delete the client.
+    DeleteUser,
+}
+
+/// A command: an action and the moment it is decided at.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClientCommand {
+    /// What to do.
+    pub action: ClientAction,
+    /// The time the command is decided at (an input; never read from a clock here).
+    pub now: DateTime<Utc>,
+}
+
+impl ClientCommand {
+    /// A command deciding `action` at `now`.
+    pub fn new(action: ClientAction, now: DateTime<Utc>) -> Self {
+        Self { action, now }
+    }
+
+    /// The action's name, for logs and metrics.
+    pub fn name(&self) -> &'static str {
+        match self.action {
+            ClientAction::CreateUser(_) => "create_user",
+            ClientAction::UpdateUser(_) => "update_user",
+            ClientAction::PlaceOrder(_) => "place_order",
+            ClientAction::SetEngagementScore(_) => "set_engagement_score",
+            ClientAction::Rescore => "rescore",
+            ClientAction::RecordEmail(_) => "record_email",
+            ClientAction::Unsubscribe => "unsubscribe",
+            ClientAction::DeleteUser => "delete_user",
+        }
+    }
+}

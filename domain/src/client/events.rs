@@ -1,0 +1,249 @@
+//! What happened to a client: facts in the past tense, versioned, carrying the derived values
+//! a reader needs (new order count, new average, new score with its reasons), so no reader
+//! ever recomputes a business rule.
+
+use chrono::{DateTime, Utc};
+use cqrs_es::DomainEvent;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::scoring::{Band, ScoreFactor};
+
+/// The schema version of every event type written by this build.
+pub const EVENT_VERSION: &str = "1.0";
+
+/// Every event of the `client` aggregate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[allow(clippy::large_enum_variant)] // events are built once and moved; boxing buys nothing
+pub enum ClientEvent {
+    /// The client was created.
+    UserCreated(UserCreated),
+    /// Profile or imported order summary changed.
+    UserUpdated(UserUpdated),
+    /// An order was recorded.
+    OrderPlaced(OrderPlaced),
+    /// The engagement score or band changed.
+    UserScored(UserScored),
+    /// A re-engagement email was written for the client.
+    EmailGenerated(EmailGenerated),
+    /// The client opted out of emails.
+    UserUnsubscribed(UserUnsubscribed),
+    /// The client was deleted; nothing more can happen to them.
+    UserDeleted(UserDeleted),
+}
+
+impl ClientEvent {
+    /// When the event happened (the `now` of the command that caused it).
+    pub fn occurred_at(&self) -> DateTime<Utc> {
+        match self {
+            Self::UserCreated(e) => e.created_at,
+            Self::UserUpdated(e) => e.updated_at,
+            Self::OrderPlaced(e) => e.recorded_at,
+            Self::UserScored(e) => e.as_of,
+            Self::EmailGenerated(e) => e.generated_at,
+            Self::UserUnsubscribed(e) => e.unsubscribed_at,
+            Self::UserDeleted(e) => e.deleted_at,
+        }
+    }
+}
+
+impl DomainEvent for ClientEvent {
+    fn event_type(&self) -> String {
+        match self {
+            Self::UserCreated(_) => "UserCreated",
+            Self::UserUpdated(_) => "UserUpdated",
+            Self::OrderPlaced(_) => "OrderPlaced",
+            Self::UserScored(_) => "UserScored",
+            Self::EmailGenerated(_) => "EmailGenerated",
+            Self::UserUnsubscribed(_) => "UserUnsubscribed",
+            Self::UserDeleted(_) => "UserDeleted",
+        }
+        .to_owned()
+    }
+
+    fn event_version(&self) -> String {
+        EVENT_VERSION.to_owned()
+    }
+}
+
+/// The order summary every order-related event carries, as it stands after the event.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct OrderSummary {
+    /// Orders so far.
+    pub order_count: u32,
+    /// Sum of all orders, in cents.
+    pub total_spent_cents: i64,
+    /// Mean order value, in cents, rounded half away from zero.
+    pub average_order_value_cents: i64,
+    /// The most recent order.
+    pub last_order_at: Option<DateTime<Utc>>,
+    /// The first order whose date we know.
+    pub first_order_at: Option<DateTime<Utc>>,
+}
+
+/// A client was created.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UserCreated {
+    /// The client's id (also the aggregate id).
+    pub user_id: Uuid,
+    /// Display name.
+    pub name: String,
+    /// Email address.
+    pub email: String,
+    /// Preferred categories.
+    pub preferred_categories: Vec<String>,
+    /// Order summary, possibly imported from an older system.
+    pub orders: OrderSummary,
+    /// When.
+    pub created_at: DateTime<Utc>,
+}
+
+/// A client's profile or imported order summary was changed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UserUpdated {
+    /// Which input fields changed (`name`, `email`, `preferredCategories`, `orderCount`, ...).
+    pub changed: Vec<String>,
+    /// Name after the change.
+    pub name: String,
+    /// Email after the change.
+    pub email: String,
+    /// Categories after the change.
+    pub preferred_categories: Vec<String>,
+    /// Order summary after the change.
+    pub orders: OrderSummary,
+    /// When.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// An order was recorded (once per order id).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OrderPlaced {
+    /// The caller's idempotency key.
+    pub order_id: String,
+    /// Order amount in cents.
+    pub amount_cents: i64,
+    /// When the client placed it.
+    pub placed_at: DateTime<Utc>,
+    /// Categories the order touched.
+    pub categories: Vec<String>,
+    /// Order summary after this order.
+    pub orders: OrderSummary,
+    /// When we recorded it.
+    pub recorded_at: DateTime<Utc>,
+}
+
+/// Why a score was (re)computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScoreCause {
+    /// Something the client did or we did (order, profile change, email).
+    Activity,
+    /// Only time passed.
+    TimePassed,
+    /// An operator set it by hand.
+    Manual,
+}
+
+/// The engagement score changed; carries the whole assessment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UserScored {
+    /// New score, 0..=100.
+    pub score: u8,
+    /// Score before, if any.
+    pub previous_score: Option<u8>,
+    /// New band.
+    pub band: Band,
+    /// Band before, if any.
+    pub previous_band: Option<Band>,
+    /// Scores below this are at risk (the policy's threshold).
+    pub threshold: u8,
+    /// The policy that produced it (`seed-v1`, `manual`, ...).
+    pub policy: String,
+    /// Why, factor by factor.
+    pub factors: Vec<ScoreFactor>,
+    /// The moment the score describes.
+    pub as_of: DateTime<Utc>,
+    /// What caused the rescore.
+    pub cause: ScoreCause,
+    /// For a manual score: the operator's reason.
+    pub reason: Option<String>,
+    /// For a manual score: who set it.
+    pub actor: Option<String>,
+    /// When time passing alone would next change this score, if ever.
+    pub next_change_at: Option<DateTime<Utc>>,
+}
+
+/// Who wrote an email.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Generator {
+    /// `llm` or `template`.
+    pub kind: String,
+    /// Model or template version (`openai/gpt-4o-mini`, `v1`).
+    pub model: String,
+}
+
+impl Generator {
+    /// The label shown to users: `llm:openai/gpt-4o-mini`, `template:v1`.
+    pub fn label(&self) -> String {
+        format!("{}:{}", self.kind, self.model)
+    }
+}
+
+/// What the LLM provider reported about a call.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct TokenUsage {
+    /// Prompt tokens.
+    pub prompt_tokens: Option<u32>,
+    /// Completion tokens.
+    pub completion_tokens: Option<u32>,
+    /// Cost in US dollars, as the provider reported it (text, to keep it exact).
+    pub cost: Option<String>,
+}
+
+/// The event that made the process manager write an email.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EmailTrigger {
+    /// Sequence of the triggering event within this client's stream.
+    pub sequence: u64,
+    /// Its position in the global log.
+    pub global_position: i64,
+}
+
+/// A re-engagement email was written.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EmailGenerated {
+    /// The email's id (idempotency key).
+    pub email_id: Uuid,
+    /// Subject line.
+    pub subject: String,
+    /// Preview text shown after the subject by mail clients.
+    pub preheader: String,
+    /// Plain-text body.
+    pub text: String,
+    /// HTML body, rendered by our own template with escaping.
+    pub html: String,
+    /// Who wrote it.
+    pub generator: Generator,
+    /// Provider usage, when reported.
+    pub usage: Option<TokenUsage>,
+    /// The client's score when it was written.
+    pub engagement_score_at_time: u8,
+    /// The event that caused it, for emails written by the process manager.
+    pub trigger: Option<EmailTrigger>,
+    /// When.
+    pub generated_at: DateTime<Utc>,
+}
+
+/// The client opted out of emails.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UserUnsubscribed {
+    /// When.
+    pub unsubscribed_at: DateTime<Utc>,
+}
+
+/// The client was deleted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UserDeleted {
+    /// When.
+    pub deleted_at: DateTime<Utc>,
+}

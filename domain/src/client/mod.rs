@@ -1,0 +1,20 @@
+//! The `Client` aggregate (aggregate type `client`): one retail client's whole story.
+//!
+//! # Layout
+//! - [`commands`]: what callers ask (`CreateUser`, `PlaceOrder`, `RecordEmail`, ...).
+//! - [`events`]: what happened (`UserCreated`, `OrderPlaced`, `UserScored`, ...).
+//! - [`aggregate`]: the rules that turn one into the other, and the state they fold into.
+//! - [`errors`]: why a command was refused.
+
+pub mod aggregate;
+pub mod commands;
+pub mod errors;
+pub mod events;
+
+#[cfg(test)]
+mod tests;
+
+pub use aggregate::{Client, ClientServices, Lifecycle, ScoreState, MANUAL_POLICY};
+pub use commands::*;
+pub use errors::ClientError;
+pub use events::*;

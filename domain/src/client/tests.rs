@@ -1,0 +1,533 @@
+//! The client's rules, as sentences: given these events, when this command, then these events.
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use cqrs_es::test::TestFramework;
+use cqrs_es::Aggregate;
+use uuid::Uuid;
+
+use super::*;
+use crate::scoring::{Band, ScoringPolicy, SeedV1};
+use crate::values::{Categories, EmailAddress, Money, OrderId, Score, UserName};
+
+type ClientTest = TestFramework<Client>;
+
+fn t0() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 3, 1, 9, 0, 0).unwrap()
+}
+
+fn day(n: i64) -> DateTime<Utc> {
+    t0() + Duration::days(n)
+}
+
+fn user_id() -> Uuid {
+    Uuid::from_u128(0x1234)
+}
+
+fn services() -> ClientServices {
+    ClientServices::default()
+}
+
+fn create_user() -> CreateUser {
+    CreateUser {
+        id: user_id(),
+        name: UserName::parse("Ada Lovelace").unwrap(),
+        email: EmailAddress::parse("ada@example.com").unwrap(),
+        preferred_categories: Categories::parse(&["Denim"], "preferredCategories").unwrap(),
+        history: ImportedHistory::default(),
+    }
+}
+
+fn at(action: ClientAction, now: DateTime<Utc>) -> ClientCommand {
+    ClientCommand::new(action, now)
+}
+
+/// Runs `commands` from nothing and returns every event, in order.
+fn history(commands: Vec<ClientCommand>) -> Vec<ClientEvent> {
+    let mut client = Client::default();
+    let mut all = Vec::new();
+    for command in commands {
+        for event in client
+            .decide(command, &services())
+            .expect("command accepted")
+        {
+            client.apply(event.clone());
+            all.push(event);
+        }
+    }
+    all
+}
+
+fn created() -> Vec<ClientEvent> {
+    history(vec![at(ClientAction::CreateUser(create_user()), t0())])
+}
+
+fn order(id: &str, amount: &str, placed_at: DateTime<Utc>) -> ClientAction {
+    ClientAction::PlaceOrder(PlaceOrder {
+        order_id: OrderId::parse(id).unwrap(),
+        amount: Money::parse(amount, "amount").unwrap(),
+        placed_at,
+        categories: Categories::default(),
+    })
+}
+
+fn email(id: u128) -> ClientAction {
+    ClientAction::RecordEmail(RecordEmail {
+        email_id: Uuid::from_u128(id),
+        content: EmailContent {
+            subject: "We miss you".into(),
+            preheader: "New denim is in".into(),
+            text: "Hi Ada".into(),
+            html: "<p>Hi Ada</p>".into(),
+            generator: Generator {
+                kind: "template".into(),
+                model: "v1".into(),
+            },
+            usage: None,
+        },
+        trigger: Some(EmailTrigger {
+            sequence: 2,
+            global_position: 7,
+        }),
+    })
+}
+
+fn scored(events: &[ClientEvent]) -> Vec<&UserScored> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            ClientEvent::UserScored(s) => Some(s),
+            _ => None,
+        })
+        .collect()
+}
+
+fn replay(events: &[ClientEvent]) -> Client {
+    let mut client = Client::default();
+    for e in events {
+        client.apply(e.clone());
+    }
+    client
+}
+
+#[test]
+fn creating_a_user_records_them_and_scores_them() {
+    let events = created();
+    let ClientEvent::UserCreated(created) = &events[0] else {
+        panic!("{events:?}")
+    };
+    assert_eq!(created.user_id, user_id());
+    assert_eq!(created.name, "Ada Lovelace");
+    assert_eq!(created.preferred_categories, ["Denim"]);
+    let score = scored(&events);
+    assert_eq!(score.len(), 1);
+    assert_eq!(
+        score[0].score, 60,
+        "no orders at all scores 60 under seed-v1"
+    );
+    assert_eq!(score[0].previous_score, None);
+    assert_eq!(score[0].policy, "seed-v1");
+    assert_eq!(score[0].cause, ScoreCause::Activity);
+}
+
+#[test]
+fn creating_the_same_user_twice_is_a_no_op_but_different_data_is_refused() {
+    ClientTest::with(services())
+        .given(created())
+        .when(at(ClientAction::CreateUser(create_user()), day(1)))
+        .then_expect_events(vec![]);
+    let mut other = create_user();
+    other.name = UserName::parse("Someone Else").unwrap();
+    ClientTest::with(services())
+        .given(created())
+        .when(at(ClientAction::CreateUser(other), day(1)))
+        .then_expect_error(ClientError::AlreadyExists);
+}
+
+#[test]
+fn a_command_to_a_user_that_does_not_exist_is_not_found() {
+    ClientTest::with(services())
+        .given_no_previous_events()
+        .when(at(order("o-1", "10", t0()), t0()))
+        .then_expect_error(ClientError::NotFound);
+}
+
+#[test]
+fn creating_with_imported_history_carries_the_summary_and_scores_it() {
+    let mut create = create_user();
+    create.history = ImportedHistory {
+        order_count: 10,
+        average_order_value: Money::parse("200", "averageOrderValue").unwrap(),
+        last_order_at: Some(t0() - Duration::days(10)),
+    };
+    let events = history(vec![at(ClientAction::CreateUser(create), t0())]);
+    let ClientEvent::UserCreated(created) = &events[0] else {
+        panic!()
+    };
+    assert_eq!(created.orders.order_count, 10);
+    assert_eq!(created.orders.total_spent_cents, 200_000);
+    assert_eq!(scored(&events)[0].score, 100);
+}
+
+#[test]
+fn an_imported_last_order_date_in_the_future_is_refused_naming_the_field() {
+    let mut create = create_user();
+    create.history.last_order_at = Some(t0() + Duration::days(2));
+    let err = Client::default()
+        .decide(at(ClientAction::CreateUser(create), t0()), &services())
+        .unwrap_err();
+    let ClientError::Validation(v) = err else {
+        panic!("{err:?}")
+    };
+    assert_eq!(v.field, "lastOrderDate");
+}
+
+#[test]
+fn placing_an_order_raises_a_lapsed_users_score_and_carries_the_new_summary() {
+    let given = history(vec![
+        at(ClientAction::CreateUser(create_user()), t0()),
+        at(order("o-1", "40", t0()), t0()),
+        at(ClientAction::Rescore, day(75)),
+    ]);
+    assert_eq!(replay(&given).score().unwrap().score, 74);
+    let events = ClientTest::with(services())
+        .given(given.clone())
+        .when(at(order("o-2", "60.50", day(75)), day(75)))
+        .inspect_result()
+        .unwrap();
+    let ClientEvent::OrderPlaced(placed) = &events[0] else {
+        panic!("{events:?}")
+    };
+    assert_eq!(placed.amount_cents, 6050);
+    assert_eq!(placed.orders.order_count, 2);
+    assert_eq!(placed.orders.total_spent_cents, 10_050);
+    assert_eq!(placed.orders.average_order_value_cents, 5025);
+    assert_eq!(placed.orders.last_order_at, Some(day(75)));
+    assert_eq!(placed.orders.first_order_at, Some(t0()));
+    let score = scored(&events);
+    assert_eq!(score.len(), 1);
+    // 100 + 3 (2 orders) + 2.5125 (AOV 50.25) = 105.5 -> 100
+    assert_eq!((score[0].previous_score, score[0].score), (Some(74), 100));
+}
+
+#[test]
+fn the_same_order_id_twice_is_recorded_once() {
+    let given = history(vec![
+        at(ClientAction::CreateUser(create_user()), t0()),
+        at(order("o-1", "40", t0()), t0()),
+    ]);
+    ClientTest::with(services())
+        .given(given)
+        .when(at(order("o-1", "40", t0()), day(1)))
+        .then_expect_events(vec![]);
+}
+
+#[test]
+fn an_order_placed_in_the_future_is_refused() {
+    let err = replay(&created())
+        .decide(at(order("o-1", "40", day(3)), day(1)), &services())
+        .unwrap_err();
+    assert!(
+        matches!(err, ClientError::Validation(ref v) if v.field == "placedAt"),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn a_backdated_order_does_not_move_the_last_order_date_back() {
+    let events = history(vec![
+        at(ClientAction::CreateUser(create_user()), t0()),
+        at(order("o-2", "10", day(20)), day(20)),
+        at(order("o-1", "10", day(5)), day(21)),
+    ]);
+    let client = replay(&events);
+    assert_eq!(client.orders().last_order_at, Some(day(20)));
+    assert_eq!(client.orders().first_order_at, Some(day(5)));
+}
+
+#[test]
+fn updating_changed_fields_records_which_ones_and_identical_values_record_nothing() {
+    let update = UpdateUser {
+        name: Some(UserName::parse("Ada King").unwrap()),
+        email: Some(EmailAddress::parse("ada@example.com").unwrap()),
+        ..UpdateUser::default()
+    };
+    let events = ClientTest::with(services())
+        .given(created())
+        .when(at(ClientAction::UpdateUser(update.clone()), day(1)))
+        .inspect_result()
+        .unwrap();
+    let ClientEvent::UserUpdated(updated) = &events[0] else {
+        panic!()
+    };
+    assert_eq!(updated.changed, ["name"]);
+    assert_eq!(updated.name, "Ada King");
+    assert_eq!(updated.email, "ada@example.com");
+
+    let mut given = created();
+    given.extend(events);
+    ClientTest::with(services())
+        .given(given)
+        .when(at(ClientAction::UpdateUser(update), day(2)))
+        .then_expect_events(vec![]);
+}
+
+#[test]
+fn correcting_the_order_summary_rescores() {
+    let update = UpdateUser {
+        order_count: Some(10),
+        average_order_value: Some(Money::parse("200", "averageOrderValue").unwrap()),
+        last_order_at: Some(day(-10)),
+        ..UpdateUser::default()
+    };
+    let events = ClientTest::with(services())
+        .given(created())
+        .when(at(ClientAction::UpdateUser(update), t0()))
+        .inspect_result()
+        .unwrap();
+    let ClientEvent::UserUpdated(updated) = &events[0] else {
+        panic!()
+    };
+    assert_eq!(
+        updated.changed,
+        ["lastOrderDate", "orderCount", "averageOrderValue"]
+    );
+    assert_eq!(updated.orders.total_spent_cents, 200_000);
+    let score = scored(&events);
+    assert_eq!((score[0].previous_score, score[0].score), (Some(60), 100));
+}
+
+#[test]
+fn setting_the_score_by_hand_records_who_and_why() {
+    let set = SetEngagementScore {
+        score: Score::parse(20, "score").unwrap(),
+        reason: Some(" churn test ".into()),
+        actor: "operator:ops".into(),
+    };
+    let events = ClientTest::with(services())
+        .given(created())
+        .when(at(ClientAction::SetEngagementScore(set.clone()), day(1)))
+        .inspect_result()
+        .unwrap();
+    let s = scored(&events);
+    assert_eq!(s.len(), 1);
+    assert_eq!(s[0].score, 20);
+    assert_eq!(s[0].band, Band::AtRisk);
+    assert_eq!(s[0].cause, ScoreCause::Manual);
+    assert_eq!(s[0].policy, "manual");
+    assert_eq!(s[0].reason.as_deref(), Some("churn test"));
+    assert_eq!(s[0].actor.as_deref(), Some("operator:ops"));
+
+    let mut given = created();
+    given.extend(events);
+    ClientTest::with(services())
+        .given(given)
+        .when(at(ClientAction::SetEngagementScore(set), day(1)))
+        .then_expect_events(vec![]);
+}
+
+#[test]
+fn rescoring_as_time_passes_records_the_fall_once() {
+    let given = history(vec![
+        at(ClientAction::CreateUser(create_user()), t0()),
+        at(order("o-1", "40", t0()), t0()),
+    ]);
+    assert_eq!(replay(&given).score().unwrap().score, 100);
+    let events = ClientTest::with(services())
+        .given(given.clone())
+        .when(at(ClientAction::Rescore, day(75)))
+        .inspect_result()
+        .unwrap();
+    let s = scored(&events);
+    assert_eq!(s.len(), 1);
+    assert_eq!((s[0].previous_score, s[0].score), (Some(100), 74));
+    assert_eq!(s[0].cause, ScoreCause::TimePassed);
+    assert_eq!(s[0].next_change_at, Some(day(91)));
+
+    let mut after = given;
+    after.extend(events);
+    ClientTest::with(services())
+        .given(after)
+        .when(at(ClientAction::Rescore, day(76)))
+        .then_expect_events(vec![]);
+}
+
+#[test]
+fn recording_an_email_is_idempotent_and_the_seed_rule_lowers_the_score_for_a_week() {
+    let given = history(vec![
+        at(ClientAction::CreateUser(create_user()), t0()),
+        at(order("o-1", "20", t0()), t0()),
+    ]);
+    let events = ClientTest::with(services())
+        .given(given.clone())
+        .when(at(email(1), day(120)))
+        .inspect_result()
+        .unwrap();
+    let ClientEvent::EmailGenerated(generated) = &events[0] else {
+        panic!("{events:?}")
+    };
+    assert_eq!(generated.email_id, Uuid::from_u128(1));
+    assert_eq!(
+        generated.engagement_score_at_time, 100,
+        "score as last recorded"
+    );
+    assert_eq!(
+        generated.trigger,
+        Some(EmailTrigger {
+            sequence: 2,
+            global_position: 7
+        })
+    );
+    // seed-v1 at day 120 with an email today: 100 - 40 + 1.5 + 1 - 10 = 52.5 -> 53.
+    assert_eq!(scored(&events)[0].score, 53);
+
+    let mut after = given;
+    after.extend(events);
+    ClientTest::with(services())
+        .given(after)
+        .when(at(email(1), day(121)))
+        .then_expect_events(vec![]);
+}
+
+#[test]
+fn a_second_email_inside_the_cooldown_is_refused() {
+    let given = history(vec![
+        at(ClientAction::CreateUser(create_user()), t0()),
+        at(email(1), day(1)),
+    ]);
+    ClientTest::with(services())
+        .given(given.clone())
+        .when(at(email(2), day(7)))
+        .then_expect_error(ClientError::EmailCooldown {
+            next_allowed_at: day(8),
+        });
+    let events = ClientTest::with(services())
+        .given(given)
+        .when(at(email(2), day(8)))
+        .inspect_result()
+        .unwrap();
+    assert!(matches!(events[0], ClientEvent::EmailGenerated(_)));
+}
+
+#[test]
+fn an_unsubscribed_user_gets_no_email_and_unsubscribing_twice_records_once() {
+    let given = history(vec![
+        at(ClientAction::CreateUser(create_user()), t0()),
+        at(ClientAction::Unsubscribe, day(1)),
+    ]);
+    assert!(given
+        .iter()
+        .any(|e| matches!(e, ClientEvent::UserUnsubscribed(_))));
+    ClientTest::with(services())
+        .given(given.clone())
+        .when(at(email(1), day(2)))
+        .then_expect_error(ClientError::Unsubscribed);
+    ClientTest::with(services())
+        .given(given)
+        .when(at(ClientAction::Unsubscribe, day(2)))
+        .then_expect_events(vec![]);
+}
+
+#[test]
+fn a_deleted_user_refuses_every_command_but_a_repeated_delete() {
+    let given = history(vec![
+        at(ClientAction::CreateUser(create_user()), t0()),
+        at(ClientAction::DeleteUser, day(1)),
+    ]);
+    assert_eq!(
+        given.last(),
+        Some(&ClientEvent::UserDeleted(UserDeleted {
+            deleted_at: day(1)
+        }))
+    );
+    let refused = [
+        ClientAction::CreateUser(create_user()),
+        ClientAction::UpdateUser(UpdateUser {
+            name: Some(UserName::parse("X").unwrap()),
+            ..UpdateUser::default()
+        }),
+        order("o-1", "1", day(2)),
+        ClientAction::SetEngagementScore(SetEngagementScore {
+            score: Score::parse(1, "score").unwrap(),
+            reason: None,
+            actor: "a".into(),
+        }),
+        ClientAction::Rescore,
+        email(1),
+        ClientAction::Unsubscribe,
+    ];
+    for action in refused {
+        ClientTest::with(services())
+            .given(given.clone())
+            .when(at(action, day(2)))
+            .then_expect_error(ClientError::Deleted);
+    }
+    ClientTest::with(services())
+        .given(given)
+        .when(at(ClientAction::DeleteUser, day(2)))
+        .then_expect_events(vec![]);
+}
+
+#[test]
+fn switching_policy_records_a_score_naming_the_new_policy_even_when_the_number_is_the_same() {
+    #[derive(Debug)]
+    struct Renamed;
+    impl ScoringPolicy for Renamed {
+        fn name(&self) -> &'static str {
+            "renamed"
+        }
+        fn assess(
+            &self,
+            facts: &crate::scoring::ClientFacts,
+            now: DateTime<Utc>,
+            prev: Option<Band>,
+        ) -> crate::scoring::Assessment {
+            SeedV1.assess(facts, now, prev)
+        }
+    }
+    let renamed = ClientServices {
+        policy: std::sync::Arc::new(Renamed),
+        ..services()
+    };
+    let events = ClientTest::with(renamed)
+        .given(created())
+        .when(at(ClientAction::Rescore, t0()))
+        .inspect_result()
+        .unwrap();
+    let s = scored(&events);
+    assert_eq!(
+        (s[0].policy.as_str(), s[0].score, s[0].previous_score),
+        ("renamed", 60, Some(60))
+    );
+}
+
+#[test]
+fn replaying_the_events_rebuilds_the_state_the_commands_saw() {
+    let events = history(vec![
+        at(ClientAction::CreateUser(create_user()), t0()),
+        at(order("o-1", "10", day(1)), day(1)),
+        at(order("o-2", "30", day(2)), day(2)),
+        at(email(9), day(40)),
+        at(ClientAction::Unsubscribe, day(41)),
+    ]);
+    let client = replay(&events);
+    assert_eq!(client.lifecycle(), Lifecycle::Unsubscribed);
+    assert_eq!(client.orders().order_count, 2);
+    assert_eq!(client.orders().average_order_value_cents, 2000);
+    assert_eq!(client.last_email_at(), Some(day(40)));
+    assert_eq!(client.recorded_order_ids(), 2);
+    assert_eq!(client.updated_at(), Some(day(41)));
+    let json = serde_json::to_value(&client).unwrap();
+    let back: Client = serde_json::from_value(json).unwrap();
+    assert_eq!(back, client, "the snapshot form round-trips");
+}
+
+#[tokio::test]
+async fn handle_writes_the_decided_events_to_the_sink() {
+    let events = ClientTest::with(services())
+        .given_no_previous_events()
+        .when_async(at(ClientAction::CreateUser(create_user()), t0()))
+        .await
+        .inspect_result()
+        .unwrap();
+    assert_eq!(events, created());
+}
