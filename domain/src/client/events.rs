@@ -68,6 +68,7 @@ impl DomainEvent for ClientEvent {
 
 /// The order summary every order-related event carries, as it stands after the event.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct OrderSummary {
     /// Orders so far.
     pub order_count: u32,
@@ -83,6 +84,7 @@ pub struct OrderSummary {
 
 /// A client was created.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct UserCreated {
     /// The client's id (also the aggregate id).
     pub user_id: Uuid,
@@ -100,6 +102,7 @@ pub struct UserCreated {
 
 /// A client's profile or imported order summary was changed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct UserUpdated {
     /// Which input fields changed (`name`, `email`, `preferredCategories`, `orderCount`, ...).
     pub changed: Vec<String>,
@@ -117,6 +120,7 @@ pub struct UserUpdated {
 
 /// An order was recorded (once per order id).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct OrderPlaced {
     /// The caller's idempotency key.
     pub order_id: String,
@@ -146,6 +150,7 @@ pub enum ScoreCause {
 
 /// The engagement score changed; carries the whole assessment.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct UserScored {
     /// New score, 0..=100.
     pub score: u8,
@@ -175,6 +180,7 @@ pub struct UserScored {
 
 /// Who wrote an email.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Generator {
     /// `llm` or `template`.
     pub kind: String,
@@ -191,6 +197,7 @@ impl Generator {
 
 /// What the LLM provider reported about a call.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
 pub struct TokenUsage {
     /// Prompt tokens.
     pub prompt_tokens: Option<u32>,
@@ -202,6 +209,7 @@ pub struct TokenUsage {
 
 /// The event that made the process manager write an email.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct EmailTrigger {
     /// Sequence of the triggering event within this client's stream.
     pub sequence: u64,
@@ -211,6 +219,7 @@ pub struct EmailTrigger {
 
 /// A re-engagement email was written.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct EmailGenerated {
     /// The email's id (idempotency key).
     pub email_id: Uuid,
@@ -236,6 +245,7 @@ pub struct EmailGenerated {
 
 /// The client opted out of emails.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct UserUnsubscribed {
     /// When.
     pub unsubscribed_at: DateTime<Utc>,
@@ -243,6 +253,7 @@ pub struct UserUnsubscribed {
 
 /// The client was deleted.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct UserDeleted {
     /// When.
     pub deleted_at: DateTime<Utc>,

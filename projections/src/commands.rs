@@ -1,0 +1,233 @@
+//! The command path: load a client, decide, append its events with metadata in one
+//! transaction, retry on a concurrent write.
+//!
+//! Built on cqrs-es's `CqrsFramework` over postgres-es with snapshots. It registers no
+//! in-memory queries: read models are built from the log (see [`crate::consumer`]), which
+//! survives crashes and orders events across clients.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use cqrs_es::persist::PersistedEventStore;
+use cqrs_es::{AggregateError, CqrsFramework};
+use domain::client::{Client, ClientAction, ClientCommand, ClientError, ClientServices};
+use postgres_es::PostgresEventRepository;
+use rand::Rng as _;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::clock::Clock;
+use crate::position::LogPosition;
+use crate::upcast::upcasters;
+
+/// A snapshot is written every this many events of a client.
+pub const SNAPSHOT_EVERY: usize = 50;
+
+/// Who issued a command and why; stored on every event it appends.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CommandMetadata {
+    /// The caller (`admin`, `operator:alice`, `process-manager`, ...).
+    pub actor: String,
+    /// The request that carried the command.
+    pub request_id: Option<String>,
+    /// The conversation the request belongs to (from `X-Correlation-Id`, or the request id).
+    pub correlation_id: Option<String>,
+    /// The event that caused the command, for commands issued by the process manager.
+    pub causation_id: Option<String>,
+}
+
+impl CommandMetadata {
+    /// Metadata for `actor` with a fresh request id that is also the correlation id.
+    pub fn for_actor(actor: impl Into<String>) -> Self {
+        let request_id = Uuid::new_v4().to_string();
+        Self {
+            actor: actor.into(),
+            correlation_id: Some(request_id.clone()),
+            request_id: Some(request_id),
+            causation_id: None,
+        }
+    }
+
+    /// The map stored as each event's `metadata` (keys as the GraphQL `Event.metadata` shows
+    /// them: `actor`, `requestId`, `correlationId`, `causationId`).
+    pub fn to_map(&self) -> HashMap<String, String> {
+        let mut map = HashMap::from([("actor".to_owned(), self.actor.clone())]);
+        let optional = [
+            ("requestId", &self.request_id),
+            ("correlationId", &self.correlation_id),
+            ("causationId", &self.causation_id),
+        ];
+        for (key, value) in optional {
+            if let Some(value) = value {
+                map.insert(key.to_owned(), value.clone());
+            }
+        }
+        map
+    }
+}
+
+/// Why a command did not go through.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    /// The client's rules refused it (validation, not found, deleted, cooldown, ...).
+    #[error(transparent)]
+    Rejected(#[from] ClientError),
+    /// Other writers kept changing the client; the caller may try again.
+    #[error("the user was changed by others at the same time; try again")]
+    Conflict,
+    /// The database or the event store failed.
+    #[error(transparent)]
+    Unexpected(#[from] anyhow::Error),
+}
+
+/// What a successful command left behind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Committed {
+    /// The client.
+    pub user_id: Uuid,
+    /// The client's version (sequence of its last event) after the command.
+    pub version: i64,
+    /// Where the client's last event sits in the log: wait for a consumer to pass it to read
+    /// this command's writes.
+    pub position: LogPosition,
+}
+
+type ClientCqrs = CqrsFramework<Client, PersistedEventStore<PostgresEventRepository, Client>>;
+
+/// Executes client commands against the event store.
+#[derive(Clone)]
+pub struct CommandBus {
+    cqrs: Arc<ClientCqrs>,
+    pool: PgPool,
+    clock: Arc<dyn Clock>,
+    max_attempts: u32,
+}
+
+impl std::fmt::Debug for CommandBus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CommandBus")
+            .field("max_attempts", &self.max_attempts)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CommandBus {
+    /// A command bus over `pool`, deciding with `services` and stamping commands with `clock`.
+    pub fn new(pool: PgPool, services: ClientServices, clock: Arc<dyn Clock>) -> Self {
+        let repo = PostgresEventRepository::new(pool.clone());
+        let store = PersistedEventStore::new_snapshot_store(repo, SNAPSHOT_EVERY)
+            .with_upcasters(upcasters());
+        Self {
+            cqrs: Arc::new(CqrsFramework::new(store, vec![], services)),
+            pool,
+            clock,
+            max_attempts: 12,
+        }
+    }
+
+    /// The clock commands are stamped with.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    /// Runs `action` on client `user_id` at the clock's current time.
+    ///
+    /// # Errors
+    /// See [`CommandError`].
+    pub async fn execute(
+        &self,
+        user_id: Uuid,
+        action: ClientAction,
+        metadata: &CommandMetadata,
+    ) -> Result<Committed, CommandError> {
+        self.execute_at(
+            user_id,
+            ClientCommand::new(action, self.clock.now()),
+            metadata,
+        )
+        .await
+    }
+
+    /// Runs `command` on client `user_id`. A concurrent write to the same client is retried
+    /// with jittered backoff; commands are idempotent, so a retry after a commit whose
+    /// acknowledgement was lost (postgres-es checks its snapshot update only after the commit)
+    /// finds the effect in place and appends nothing.
+    ///
+    /// # Errors
+    /// See [`CommandError`].
+    #[tracing::instrument(skip_all, fields(user_id = %user_id, command = command.name(), actor = %metadata.actor))]
+    pub async fn execute_at(
+        &self,
+        user_id: Uuid,
+        command: ClientCommand,
+        metadata: &CommandMetadata,
+    ) -> Result<Committed, CommandError> {
+        let aggregate_id = user_id.to_string();
+        let metadata_map = metadata.to_map();
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let result = self
+                .cqrs
+                .execute_with_metadata(&aggregate_id, command.clone(), metadata_map.clone())
+                .await;
+            match result {
+                Ok(()) => break,
+                Err(AggregateError::UserError(e)) => return Err(CommandError::Rejected(e)),
+                Err(AggregateError::AggregateConflict) if attempt < self.max_attempts => {
+                    tracing::debug!(attempt, "concurrent write, retrying");
+                    tokio::time::sleep(backoff(attempt)).await;
+                }
+                Err(AggregateError::AggregateConflict) => {
+                    tracing::warn!(attempt, "giving up after repeated concurrent writes");
+                    return Err(CommandError::Conflict);
+                }
+                Err(other) => {
+                    return Err(CommandError::Unexpected(
+                        anyhow::Error::msg(other.to_string())
+                            .context("executing a command in the event store"),
+                    ))
+                }
+            }
+        }
+        self.head_of(user_id)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("a command succeeded but the user has no events").into())
+    }
+
+    /// The version and log position of client `user_id`'s last event, if it has any.
+    ///
+    /// # Errors
+    /// The database failed.
+    pub async fn head_of(&self, user_id: Uuid) -> anyhow::Result<Option<Committed>> {
+        let row: Option<(i64, i64, i64)> = sqlx::query_as(
+            "select sequence, transaction_id::text::bigint, global_position
+               from events
+              where aggregate_type = 'client' and aggregate_id = $1
+              order by sequence desc
+              limit 1",
+        )
+        .bind(user_id.to_string())
+        .fetch_optional(&self.pool)
+        .await
+        .context("reading the head of a user's stream")?;
+        Ok(
+            row.map(|(version, transaction_id, global_position)| Committed {
+                user_id,
+                version,
+                position: LogPosition {
+                    transaction_id,
+                    global_position,
+                },
+            }),
+        )
+    }
+}
+
+/// Full jitter over an exponential ceiling: 5 ms, 10 ms, ... capped at 250 ms.
+fn backoff(attempt: u32) -> Duration {
+    let ceiling_ms = (5u64 << attempt.min(6)).min(250);
+    Duration::from_millis(rand::thread_rng().gen_range(1..=ceiling_ms))
+}

@@ -1,0 +1,145 @@
+//! Connecting to PostgreSQL: pools with safe session settings, database creation, migrations.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use sqlx::migrate::{MigrateDatabase, Migrator};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{PgPool, Postgres};
+
+/// Every table, embedded in the binary.
+pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations");
+
+/// Pool settings.
+#[derive(Debug, Clone)]
+pub struct PoolSettings {
+    /// Most connections the pool opens.
+    pub max_connections: u32,
+    /// How long a statement may run before the server cancels it.
+    pub statement_timeout: Duration,
+    /// How long a session may sit idle inside a transaction before the server ends it: an
+    /// open transaction holds every log reader back (they wait for it), so none may linger.
+    pub idle_in_transaction_timeout: Duration,
+    /// How long to wait for a free connection.
+    pub acquire_timeout: Duration,
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        Self {
+            max_connections: 20,
+            statement_timeout: Duration::from_secs(30),
+            idle_in_transaction_timeout: Duration::from_secs(15),
+            acquire_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The URL with any password replaced by `***`, fit for logs and error messages.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (authority, tail) = rest.split_once('/').map_or((rest, ""), |(a, t)| (a, t));
+    let redacted_authority = match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _password)) => format!("{user}:***@{host}"),
+            None => format!("{userinfo}@{host}"),
+        },
+        None => authority.to_owned(),
+    };
+    let mut out = format!("{scheme}://{redacted_authority}");
+    if !tail.is_empty() || rest.contains('/') {
+        out.push('/');
+        // A password may also come as a query parameter.
+        let tail = match tail.split_once('?') {
+            Some((path, query)) => {
+                let query: Vec<String> = query
+                    .split('&')
+                    .map(|kv| match kv.split_once('=') {
+                        Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                        _ => kv.to_owned(),
+                    })
+                    .collect();
+                format!("{path}?{}", query.join("&"))
+            }
+            None => tail.to_owned(),
+        };
+        out.push_str(&tail);
+    }
+    out
+}
+
+/// Connects a pool to `url` with the session settings every connection of ours needs.
+///
+/// # Errors
+/// The URL does not parse or the server cannot be reached.
+pub async fn connect(url: &str, settings: &PoolSettings) -> anyhow::Result<PgPool> {
+    let options = PgConnectOptions::from_str(url)
+        .with_context(|| format!("invalid database URL {}", redact_url(url)))?
+        .application_name("engagement")
+        .options([
+            (
+                "statement_timeout",
+                settings.statement_timeout.as_millis().to_string(),
+            ),
+            (
+                "idle_in_transaction_session_timeout",
+                settings.idle_in_transaction_timeout.as_millis().to_string(),
+            ),
+        ]);
+    PgPoolOptions::new()
+        .max_connections(settings.max_connections)
+        .acquire_timeout(settings.acquire_timeout)
+        .connect_with(options)
+        .await
+        .with_context(|| format!("could not connect to PostgreSQL at {}", redact_url(url)))
+}
+
+/// Creates the database named in `url` if it does not exist yet.
+///
+/// # Errors
+/// The server cannot be reached or refuses to create it.
+pub async fn ensure_database(url: &str) -> anyhow::Result<()> {
+    let exists = Postgres::database_exists(url)
+        .await
+        .with_context(|| format!("could not connect to PostgreSQL at {}", redact_url(url)))?;
+    if !exists {
+        Postgres::create_database(url)
+            .await
+            .with_context(|| format!("could not create the database {}", redact_url(url)))?;
+        tracing::info!(url = %redact_url(url), "created database");
+    }
+    Ok(())
+}
+
+/// Applies every migration not yet applied.
+///
+/// # Errors
+/// A migration fails, or the database has migrations this build does not know.
+pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
+    MIGRATOR.run(pool).await.context("applying migrations")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn passwords_never_reach_a_log_line() {
+        assert_eq!(
+            redact_url("postgres://app:s3cret@db:5432/engagement"),
+            "postgres://app:***@db:5432/engagement"
+        );
+        assert_eq!(
+            redact_url("postgres://postgres@127.0.0.1:5432/x"),
+            "postgres://postgres@127.0.0.1:5432/x"
+        );
+        assert_eq!(
+            redact_url("postgres://h/db?user=a&password=s3cret"),
+            "postgres://h/db?user=a&password=***"
+        );
+        assert!(!redact_url("postgres://a:p@ss@h/db").contains("p@ss"));
+    }
+}
