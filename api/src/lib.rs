@@ -1,1 +1,14 @@
-//! placeholder
+//! The `engagement` binary's library: configuration, wiring, HTTP and the command line.
+//!
+//! May depend on everything: `projections`, `domain`, axum, clap. Holds no business rule.
+//!
+//! # Layout
+//! - [`config`]: flags and environment, read once.
+//! - [`app`]: builds the application and runs it until a shutdown signal.
+//! - [`http`]: routes (`/healthz`, `/readyz`).
+//! - [`cli`]: the subcommands (`serve`, `migrate`).
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod http;

@@ -1,0 +1,90 @@
+//! The subcommands.
+
+use std::fmt;
+use std::time::Duration;
+
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+
+use crate::app::{shutdown_signal, App, AppParts};
+use crate::config::{Cli, Command, DatabaseConfig, ServeConfig};
+use projections::db;
+
+/// PostgreSQL could not be reached: said in one line, with the URL tried (password hidden)
+/// and how to start a server.
+#[derive(Debug)]
+pub struct DatabaseUnreachable {
+    url: String,
+    cause: String,
+}
+
+impl fmt::Display for DatabaseUnreachable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "cannot reach PostgreSQL at {} ({}); start it (e.g. `bash .ci/postgres-up`, or \
+             `pg_ctlcluster <version> main start`) or point DATABASE_URL at a running server",
+            self.url, self.cause
+        )
+    }
+}
+
+impl std::error::Error for DatabaseUnreachable {}
+
+/// Runs the command line.
+///
+/// # Errors
+/// Whatever the subcommand fails with.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Migrate => {
+            prepare_database(&cli.database).await?;
+            tracing::info!("migrations applied");
+            Ok(())
+        }
+        Command::Serve(serve) => run_serve(&cli.database, serve).await,
+    }
+}
+
+/// Creates the database if needed, connects and migrates.
+///
+/// # Errors
+/// [`DatabaseUnreachable`] when the server is not there; other failures with context.
+pub async fn prepare_database(config: &DatabaseConfig) -> anyhow::Result<PgPool> {
+    let url = &config.database_url;
+    // Only a failure to connect at all becomes the one-line "cannot reach" message; a server
+    // that answers with an error (bad password, no permission) keeps its own message.
+    let unreachable = |e: anyhow::Error| {
+        if e.root_cause().downcast_ref::<std::io::Error>().is_some() {
+            let cause = e.root_cause().to_string();
+            anyhow::Error::new(DatabaseUnreachable {
+                url: db::redact_url(url),
+                cause,
+            })
+        } else {
+            e
+        }
+    };
+    db::ensure_database(url).await.map_err(unreachable)?;
+    let pool = db::connect(url, &config.pool_settings())
+        .await
+        .map_err(unreachable)?;
+    db::migrate(&pool).await?;
+    Ok(pool)
+}
+
+async fn run_serve(database: &DatabaseConfig, config: ServeConfig) -> anyhow::Result<()> {
+    let pool = prepare_database(database).await?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
+    let address = listener.local_addr()?;
+    let app = App::build(AppParts {
+        services: config.client_services(),
+        shutdown_grace: Duration::from_secs(config.shutdown_grace_secs),
+        ..AppParts::new(pool)
+    });
+    tracing::info!(%address, policy = %config.scoring_policy, "serving");
+    println!("engagement is listening on http://{address}/");
+    app.run(listener, shutdown_signal()).await
+}

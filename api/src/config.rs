@@ -1,0 +1,100 @@
+//! Configuration: read once at start-up from flags and environment (`--help` lists both).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use domain::client::ClientServices;
+use domain::scoring::{policy_by_name, POLICY_NAMES};
+
+/// The client engagement engine.
+#[derive(Debug, Parser)]
+#[command(name = "engagement", version, about)]
+pub struct Cli {
+    /// Database settings shared by every command.
+    #[command(flatten)]
+    pub database: DatabaseConfig,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create the database if needed, apply migrations and serve HTTP until SIGINT/SIGTERM.
+    Serve(ServeConfig),
+    /// Create the database if needed and apply migrations, then exit.
+    Migrate,
+}
+
+/// Where the database is and how to talk to it.
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseConfig {
+    /// PostgreSQL URL; the database is created if it does not exist.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/engagement",
+        global = true,
+        hide_env_values = true
+    )]
+    pub database_url: String,
+    /// Most connections in the pool.
+    #[arg(
+        long,
+        env = "DATABASE_MAX_CONNECTIONS",
+        default_value_t = 20,
+        global = true
+    )]
+    pub database_max_connections: u32,
+    /// Server-side statement timeout, in seconds.
+    #[arg(
+        long,
+        env = "DATABASE_STATEMENT_TIMEOUT_SECS",
+        default_value_t = 30,
+        global = true
+    )]
+    pub database_statement_timeout_secs: u64,
+}
+
+impl DatabaseConfig {
+    /// Pool settings from this configuration.
+    pub fn pool_settings(&self) -> projections::db::PoolSettings {
+        projections::db::PoolSettings {
+            max_connections: self.database_max_connections,
+            statement_timeout: Duration::from_secs(self.database_statement_timeout_secs),
+            ..projections::db::PoolSettings::default()
+        }
+    }
+}
+
+/// Settings of `engagement serve`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeConfig {
+    /// Address to listen on.
+    #[arg(long, env = "LISTEN_ADDR", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Scoring policy for every automatic score.
+    #[arg(long, env = "SCORING_POLICY", default_value = "seed-v1", value_parser = clap::builder::PossibleValuesParser::new(POLICY_NAMES))]
+    pub scoring_policy: String,
+    /// Minimum days between two emails to one client.
+    #[arg(long, env = "EMAIL_COOLDOWN_DAYS", default_value_t = 7, value_parser = clap::value_parser!(u16).range(0..=365))]
+    pub email_cooldown_days: u16,
+    /// Seconds to let in-flight requests finish after a shutdown signal.
+    #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 10)]
+    pub shutdown_grace_secs: u64,
+}
+
+impl ServeConfig {
+    /// The aggregate's services as configured.
+    pub fn client_services(&self) -> ClientServices {
+        ClientServices {
+            // The value parser only admits names from POLICY_NAMES.
+            policy: policy_by_name(&self.scoring_policy)
+                .unwrap_or_else(|| Arc::new(domain::scoring::SeedV1)),
+            email_cooldown: chrono::Duration::days(i64::from(self.email_cooldown_days)),
+        }
+    }
+}

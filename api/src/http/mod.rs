@@ -1,0 +1,3 @@
+//! HTTP routes; each module exports its own `router()`.
+
+pub mod health;

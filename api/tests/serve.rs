@@ -1,0 +1,121 @@
+//! The binary's service surface over real HTTP, each test with its own database.
+
+use std::time::Duration;
+
+use api::app::{App, AppParts};
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+struct TestApp {
+    address: String,
+    stop: Option<oneshot::Sender<()>>,
+    server: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+async fn spawn_app(pool: PgPool) -> TestApp {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = oneshot::channel::<()>();
+    let app = App::build(AppParts {
+        shutdown_grace: Duration::from_secs(2),
+        ..AppParts::new(pool)
+    });
+    let server = tokio::spawn(app.run(listener, async move {
+        let _ = stopped.await;
+    }));
+    TestApp {
+        address,
+        stop: Some(stop),
+        server,
+    }
+}
+
+#[sqlx::test(migrator = "projections::db::MIGRATOR")]
+async fn liveness_and_readiness_answer(pool: PgPool) {
+    let app = spawn_app(pool).await;
+    let health = reqwest::get(format!("{}/healthz", app.address))
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    let ready = reqwest::get(format!("{}/readyz", app.address))
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
+    let body: serde_json::Value = ready.json().await.unwrap();
+    assert_eq!(body["database"], "up");
+}
+
+#[sqlx::test(migrator = "projections::db::MIGRATOR")]
+async fn readiness_fails_when_the_database_is_gone(pool: PgPool) {
+    let app = spawn_app(pool.clone()).await;
+    pool.close().await;
+    let ready = reqwest::get(format!("{}/readyz", app.address))
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 503);
+}
+
+#[sqlx::test(migrator = "projections::db::MIGRATOR")]
+async fn a_shutdown_signal_stops_the_server_cleanly(pool: PgPool) {
+    let mut app = spawn_app(pool).await;
+    assert_eq!(
+        reqwest::get(format!("{}/healthz", app.address))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    app.stop.take().unwrap().send(()).unwrap();
+    let result = tokio::time::timeout(Duration::from_secs(5), app.server).await;
+    result
+        .expect("stopped within the grace period")
+        .unwrap()
+        .unwrap();
+    assert!(
+        reqwest::get(format!("{}/healthz", app.address))
+            .await
+            .is_err(),
+        "no longer accepting"
+    );
+}
+
+#[test]
+fn an_unreachable_database_is_reported_in_one_line_with_the_url_and_no_password() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_engagement"))
+        .args([
+            "migrate",
+            "--database-url",
+            "postgres://app:hunter2@127.0.0.1:1/engagement",
+        ])
+        .env("RUST_LOG", "off")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{stderr}");
+    assert!(
+        lines[0].contains("cannot reach PostgreSQL at postgres://app:***@127.0.0.1:1/engagement"),
+        "{stderr}"
+    );
+    assert!(lines[0].contains("start it"), "{stderr}");
+    assert!(!stderr.contains("hunter2"), "{stderr}");
+}
+
+#[test]
+fn help_lists_every_setting_with_its_environment_variable() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_engagement"))
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8(output.stdout).unwrap();
+    for var in [
+        "DATABASE_URL",
+        "LISTEN_ADDR",
+        "SCORING_POLICY",
+        "EMAIL_COOLDOWN_DAYS",
+    ] {
+        assert!(help.contains(var), "{var} missing from --help:\n{help}");
+    }
+}
