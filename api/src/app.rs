@@ -9,8 +9,11 @@ use axum::Router;
 use domain::client::ClientServices;
 use projections::clock::{Clock, SystemClock};
 use projections::commands::CommandBus;
+use projections::consumer::ConsumerSettings;
+use projections::runtime::ReadModels;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tower_http::trace::TraceLayer;
 
@@ -23,6 +26,8 @@ pub struct AppState {
     pub pool: PgPool,
     /// The command path.
     pub commands: CommandBus,
+    /// The running read models (wait on them for read-your-writes).
+    pub read_models: ReadModels,
 }
 
 /// Everything `serve` runs, wired and ready.
@@ -30,6 +35,8 @@ pub struct AppState {
 pub struct App {
     state: AppState,
     shutdown_grace: Duration,
+    background: JoinSet<()>,
+    stop: CancellationToken,
 }
 
 /// The inputs an [`App`] is built from (tests pass their own pool and clock).
@@ -58,16 +65,33 @@ impl AppParts {
 }
 
 impl App {
-    /// Wires the application.
+    /// Wires the application and starts its background work (the log's consumers), which
+    /// runs until [`App::run`] stops it. Must be called inside a Tokio runtime.
     pub fn build(parts: AppParts) -> Self {
         let commands = CommandBus::new(parts.pool.clone(), parts.services, parts.clock);
+        let stop = CancellationToken::new();
+        let mut background = JoinSet::new();
+        let read_models = projections::runtime::start(
+            &parts.pool,
+            &ConsumerSettings::default(),
+            &mut background,
+            &stop,
+        );
         Self {
             state: AppState {
                 pool: parts.pool,
                 commands,
+                read_models,
             },
             shutdown_grace: parts.shutdown_grace,
+            background,
+            stop,
         }
+    }
+
+    /// What handlers see.
+    pub fn state(&self) -> &AppState {
+        &self.state
     }
 
     /// The HTTP routes.
@@ -79,34 +103,40 @@ impl App {
     }
 
     /// Serves on `listener` until `shutdown` completes, then stops accepting, lets in-flight
-    /// requests finish (up to the grace period) and stops background work.
+    /// requests finish (up to the grace period) and only then stops the background work
+    /// (in-flight mutations wait on the consumers to read their own writes).
     ///
     /// # Errors
     /// The listener fails.
     pub async fn run(
-        self,
+        mut self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let stop = CancellationToken::new();
-        let router = self.router();
-        let signalled = stop.clone();
-        let server = axum::serve(listener, router).with_graceful_shutdown(async move {
+        let draining = CancellationToken::new();
+        let signalled = draining.clone();
+        let server = axum::serve(listener, self.router()).with_graceful_shutdown(async move {
             shutdown.await;
             tracing::info!("shutdown signalled: no new connections, finishing in-flight requests");
             signalled.cancel();
         });
         let grace = self.shutdown_grace;
-        let stopped = stop.clone();
-        tokio::select! {
-            result = server => result.context("serving HTTP")?,
-            () = async move { stopped.cancelled().await; tokio::time::sleep(grace).await } => {
+        let served = tokio::select! {
+            result = server => result.context("serving HTTP"),
+            () = async { draining.cancelled().await; tokio::time::sleep(grace).await } => {
                 tracing::warn!(grace_secs = grace.as_secs(), "in-flight requests outlived the grace period");
+                Ok(())
+            }
+        };
+        self.stop.cancel();
+        // Consumers finish their current batch (one transaction) and return.
+        while let Some(joined) = self.background.join_next().await {
+            if let Err(error) = joined {
+                tracing::error!(%error, "a background task panicked");
             }
         }
-        stop.cancel();
         tracing::info!("stopped");
-        Ok(())
+        served
     }
 }
 

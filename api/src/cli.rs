@@ -7,8 +7,9 @@ use sqlx::PgPool;
 use tokio::net::TcpListener;
 
 use crate::app::{shutdown_signal, App, AppParts};
-use crate::config::{Cli, Command, DatabaseConfig, ServeConfig};
+use crate::config::{Cli, Command, DatabaseConfig, RebuildTarget, ServeConfig};
 use projections::db;
+use projections::rebuild::{rebuild, ReadModel};
 
 /// PostgreSQL could not be reached: said in one line, with the URL tried (password hidden)
 /// and how to start a server.
@@ -43,6 +44,25 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Serve(serve) => run_serve(&cli.database, serve).await,
+        Command::Rebuild { target } => {
+            let pool = prepare_database(&cli.database).await?;
+            let models: &[ReadModel] = match target {
+                RebuildTarget::Users => &[ReadModel::Users],
+                RebuildTarget::Emails => &[ReadModel::Emails],
+                RebuildTarget::All => &ReadModel::ALL,
+            };
+            for model in models {
+                let report = rebuild(&pool, *model).await?;
+                println!(
+                    "rebuilt {}: {} events in {:.2}s ({:.0} events/s)",
+                    model.name(),
+                    report.events,
+                    report.elapsed.as_secs_f64(),
+                    report.events as f64 / report.elapsed.as_secs_f64().max(1e-9)
+                );
+            }
+            Ok(())
+        }
     }
 }
 

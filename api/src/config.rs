@@ -27,6 +27,24 @@ pub enum Command {
     Serve(ServeConfig),
     /// Create the database if needed and apply migrations, then exit.
     Migrate,
+    /// Rebuild read models from the start of the log into fresh tables and swap them in
+    /// (reads keep working meanwhile). Run this after restoring a logical dump.
+    Rebuild {
+        /// Which read model.
+        #[arg(value_enum, default_value_t = RebuildTarget::All)]
+        target: RebuildTarget,
+    },
+}
+
+/// What `engagement rebuild` rebuilds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RebuildTarget {
+    /// The users view.
+    Users,
+    /// The emails view.
+    Emails,
+    /// Every view.
+    All,
 }
 
 /// Where the database is and how to talk to it.

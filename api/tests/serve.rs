@@ -119,3 +119,80 @@ fn help_lists_every_setting_with_its_environment_variable() {
         assert!(help.contains(var), "{var} missing from --help:\n{help}");
     }
 }
+
+/// The URL of the test's own database (sqlx::test made it on DATABASE_URL's server).
+async fn url_of(pool: &PgPool) -> String {
+    let name: String = sqlx::query_scalar("select current_database()")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    let base = std::env::var("DATABASE_URL").unwrap();
+    let (server, _) = base.rsplit_once('/').unwrap();
+    format!("{server}/{name}")
+}
+
+fn create(id: uuid::Uuid) -> domain::client::ClientAction {
+    use domain::values::*;
+    domain::client::ClientAction::CreateUser(domain::client::CreateUser {
+        id,
+        name: UserName::parse("Katherine Johnson").unwrap(),
+        email: EmailAddress::parse("kj@example.com").unwrap(),
+        preferred_categories: Categories::default(),
+        history: domain::client::ImportedHistory::default(),
+    })
+}
+
+#[sqlx::test(migrator = "projections::db::MIGRATOR")]
+async fn the_served_app_keeps_its_views_current(pool: PgPool) {
+    let app = App::build(AppParts::new(pool.clone()));
+    let state = app.state().clone();
+    let id = uuid::Uuid::new_v4();
+    let meta = projections::commands::CommandMetadata::for_actor("test");
+    let committed = state.commands.execute(id, create(id), &meta).await.unwrap();
+    state
+        .read_models
+        .users
+        .wait_for(committed.position, Duration::from_secs(5))
+        .await
+        .unwrap();
+    let row = projections::users::load_user(&pool, id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.name, "Katherine Johnson");
+}
+
+#[sqlx::test(migrator = "projections::db::MIGRATOR")]
+async fn the_rebuild_command_rebuilds_every_view_from_the_log(pool: PgPool) {
+    let bus = projections::commands::CommandBus::new(
+        pool.clone(),
+        domain::client::ClientServices::default(),
+        std::sync::Arc::new(projections::clock::SystemClock),
+    );
+    let id = uuid::Uuid::new_v4();
+    bus.execute(
+        id,
+        create(id),
+        &projections::commands::CommandMetadata::for_actor("t"),
+    )
+    .await
+    .unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_engagement"))
+        .args(["rebuild", "all", "--database-url", &url_of(&pool).await])
+        .env("RUST_LOG", "off")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("rebuilt users: 2 events"), "{stdout}");
+    assert!(stdout.contains("rebuilt emails: 2 events"), "{stdout}");
+    let row = projections::users::load_user(&pool, id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.name, "Katherine Johnson");
+}

@@ -6,12 +6,22 @@
 //! # Layout
 //! - [`db`]: pools with safe session settings, database creation, the embedded migrations.
 //! - [`commands`]: the command path (load, decide, append with metadata, retry on conflict).
+//! - [`log`]: the gap-free reader of the whole log, in `(transaction_id, global_position)` order.
+//! - [`consumer`]: checkpointed consumers, their wake-up signal, read-your-writes, lag.
+//! - [`users`], [`emails`]: the read models.
+//! - [`rebuild`]: rebuilding a read model into a fresh table and swapping it in.
+//! - [`runtime`]: starting the consumers in a service.
 //! - [`upcast`]: the one place older event versions become current ones.
-//! - [`position`]: a place in the global log.
-//! - [`clock`]: time as an input.
+//! - [`position`], [`clock`]: a place in the log; time as an input.
 
 pub mod clock;
 pub mod commands;
+pub mod consumer;
 pub mod db;
+pub mod emails;
+pub mod log;
 pub mod position;
+pub mod rebuild;
+pub mod runtime;
 pub mod upcast;
+pub mod users;

@@ -1,0 +1,456 @@
+//! Consumers of the log: each applies batches of events and moves its checkpoint in the same
+//! transaction, so a crash repeats a batch at most and the result is as if every event were
+//! applied exactly once.
+//!
+//! A batch is read outside any transaction, then applied inside one that first locks the
+//! consumer's checkpoint row and checks it has not moved: two instances of the same consumer on
+//! one database take turns and never apply an event twice. Reading outside the transaction
+//! keeps our own transaction id out of every reader's way while we read.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use sqlx::postgres::PgListener;
+use sqlx::{PgConnection, PgPool};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::log::{self, StoredEvent};
+use crate::position::LogPosition;
+
+/// Something built from the log: a read model, the process manager.
+pub trait Projection: Send + Sync + 'static {
+    /// The consumer's name, which keys its checkpoint (`users`, `emails`, ...).
+    fn name(&self) -> &str;
+
+    /// Applies `events` (in log order) inside the caller's transaction. It must not commit; a
+    /// failure rolls back everything it wrote along with the checkpoint.
+    fn apply(
+        &self,
+        tx: &mut PgConnection,
+        events: &[StoredEvent],
+    ) -> impl Future<Output = anyhow::Result<()>> + Send;
+}
+
+/// The result of one attempt at a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchOutcome {
+    /// This many events were applied and the checkpoint moved past them.
+    Applied(usize),
+    /// Nothing to read right now.
+    Empty,
+    /// Another instance moved the checkpoint first; read again.
+    Contended,
+}
+
+/// Tuning of a consumer.
+#[derive(Debug, Clone)]
+pub struct ConsumerSettings {
+    /// Most events per batch (and per transaction).
+    pub batch_size: i64,
+    /// The safety-net poll when no notification comes.
+    pub poll_interval: Duration,
+    /// Longest wait between attempts while the database is failing.
+    pub max_backoff: Duration,
+}
+
+impl Default for ConsumerSettings {
+    fn default() -> Self {
+        Self {
+            batch_size: 1000,
+            poll_interval: Duration::from_secs(2),
+            max_backoff: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Reads the checkpoint of consumer `name` (creating it at the start of the log if new).
+///
+/// # Errors
+/// The database failed.
+pub async fn checkpoint(pool: &PgPool, name: &str) -> anyhow::Result<LogPosition> {
+    let read = || {
+        sqlx::query_as::<_, (i64, i64)>(
+            "select transaction_id::text::bigint, global_position from consumer_checkpoints where name = $1",
+        )
+        .bind(name)
+        .fetch_optional(pool)
+    };
+    if let Some((transaction_id, global_position)) = read().await.context("reading a checkpoint")? {
+        return Ok(LogPosition {
+            transaction_id,
+            global_position,
+        });
+    }
+    sqlx::query(
+        "insert into consumer_checkpoints (name) values ($1) on conflict (name) do nothing",
+    )
+    .bind(name)
+    .execute(pool)
+    .await
+    .context("creating a checkpoint")?;
+    let (transaction_id, global_position) = read()
+        .await
+        .context("reading a checkpoint")?
+        .context("a checkpoint vanished as it was created")?;
+    Ok(LogPosition {
+        transaction_id,
+        global_position,
+    })
+}
+
+/// Sets consumer `name`'s checkpoint to `position` in the caller's transaction.
+///
+/// # Errors
+/// The database failed.
+pub async fn set_checkpoint(
+    tx: &mut PgConnection,
+    name: &str,
+    position: LogPosition,
+) -> anyhow::Result<()> {
+    sqlx::query(
+        "insert into consumer_checkpoints (name, transaction_id, global_position, updated_at)
+         values ($1, $2::text::xid8, $3, now())
+         on conflict (name) do update
+            set transaction_id = excluded.transaction_id,
+                global_position = excluded.global_position,
+                updated_at = now()",
+    )
+    .bind(name)
+    .bind(position.transaction_id.to_string())
+    .bind(position.global_position)
+    .execute(&mut *tx)
+    .await
+    .context("moving a checkpoint")?;
+    Ok(())
+}
+
+/// Wakes consumers as soon as events are committed: LISTENs to the `events_committed`
+/// notifications the events table sends, and bumps a counter consumers watch.
+#[derive(Debug, Clone)]
+pub struct LogSignal {
+    tx: Arc<watch::Sender<u64>>,
+}
+
+impl Default for LogSignal {
+    fn default() -> Self {
+        Self {
+            tx: Arc::new(watch::channel(0).0),
+        }
+    }
+}
+
+impl LogSignal {
+    /// A signal nobody feeds yet (consumers fall back to polling until [`LogSignal::listen`]).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Tells every consumer to look at the log now.
+    pub fn notify(&self) {
+        self.tx.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    fn subscribe(&self) -> watch::Receiver<u64> {
+        self.tx.subscribe()
+    }
+
+    /// Listens for commits until `stop`; reconnects with backoff when the database goes away,
+    /// and wakes consumers after each reconnection (notifications may have been missed).
+    pub async fn listen(self, pool: PgPool, stop: CancellationToken) {
+        let mut backoff = Duration::from_millis(100);
+        while !stop.is_cancelled() {
+            let mut listener = match PgListener::connect_with(&pool).await {
+                Ok(listener) => listener,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot listen for new events; retrying");
+                    tokio::select! { () = tokio::time::sleep(backoff) => {}, () = stop.cancelled() => return }
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                    continue;
+                }
+            };
+            if let Err(error) = listener.listen("events_committed").await {
+                tracing::warn!(%error, "LISTEN failed; retrying");
+                tokio::select! { () = tokio::time::sleep(backoff) => {}, () = stop.cancelled() => return }
+                continue;
+            }
+            backoff = Duration::from_millis(100);
+            self.notify();
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    received = listener.try_recv() => match received {
+                        Ok(Some(_)) => self.notify(),
+                        // The connection dropped; sqlx reconnects on the next call.
+                        Ok(None) => self.notify(),
+                        Err(error) => {
+                            tracing::warn!(%error, "lost the notification connection");
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A named consumer driving one projection.
+pub struct Consumer<P: Projection> {
+    pool: PgPool,
+    projection: Arc<P>,
+    settings: ConsumerSettings,
+    signal: LogSignal,
+    progress: Arc<watch::Sender<LogPosition>>,
+}
+
+impl<P: Projection> Clone for Consumer<P> {
+    fn clone(&self) -> Self {
+        Self {
+            pool: self.pool.clone(),
+            projection: self.projection.clone(),
+            settings: self.settings.clone(),
+            signal: self.signal.clone(),
+            progress: self.progress.clone(),
+        }
+    }
+}
+
+impl<P: Projection> std::fmt::Debug for Consumer<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Consumer")
+            .field("name", &self.projection.name())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<P: Projection> Consumer<P> {
+    /// A consumer of `projection`, woken by `signal`.
+    pub fn new(pool: PgPool, projection: P, settings: ConsumerSettings, signal: LogSignal) -> Self {
+        Self {
+            pool,
+            projection: Arc::new(projection),
+            settings,
+            signal,
+            progress: Arc::new(watch::channel(LogPosition::START).0),
+        }
+    }
+
+    /// The projection this consumer drives.
+    pub fn projection(&self) -> &P {
+        &self.projection
+    }
+
+    /// A handle to wait on this consumer's progress.
+    pub fn handle(&self) -> ConsumerHandle {
+        ConsumerHandle {
+            name: self.projection.name().to_owned(),
+            pool: self.pool.clone(),
+            progress: self.progress.clone(),
+        }
+    }
+
+    /// Reads one batch after the checkpoint and applies it, moving the checkpoint in the same
+    /// transaction.
+    ///
+    /// # Errors
+    /// The database or the projection failed; nothing of the batch was kept.
+    pub async fn run_once(&self) -> anyhow::Result<BatchOutcome> {
+        let name = self.projection.name();
+        let start = checkpoint(&self.pool, name).await?;
+        self.progress.send_if_modified(|p| {
+            let moved = *p < start;
+            if moved {
+                *p = start;
+            }
+            moved
+        });
+        let events = log::read_after(&self.pool, start, self.settings.batch_size).await?;
+        let Some(last) = events.last().map(|e| e.position) else {
+            return Ok(BatchOutcome::Empty);
+        };
+        let mut tx = self.pool.begin().await.context("beginning a batch")?;
+        // The lock makes instances of this consumer take turns; the comparison makes the
+        // loser of a race drop the batch it read.
+        let (transaction_id, global_position): (i64, i64) = sqlx::query_as(
+            "select transaction_id::text::bigint, global_position
+               from consumer_checkpoints where name = $1 for update",
+        )
+        .bind(name)
+        .fetch_one(&mut *tx)
+        .await
+        .context("locking the checkpoint")?;
+        if (LogPosition {
+            transaction_id,
+            global_position,
+        }) != start
+        {
+            return Ok(BatchOutcome::Contended);
+        }
+        self.projection
+            .apply(&mut tx, &events)
+            .await
+            .with_context(|| {
+                format!(
+                    "consumer {name} applying {} events after {start:?}",
+                    events.len()
+                )
+            })?;
+        set_checkpoint(&mut tx, name, last).await?;
+        tx.commit().await.context("committing a batch")?;
+        self.progress.send_replace(last);
+        Ok(BatchOutcome::Applied(events.len()))
+    }
+
+    /// Applies batches until nothing is left to read.
+    ///
+    /// # Errors
+    /// As [`Consumer::run_once`].
+    pub async fn catch_up(&self) -> anyhow::Result<usize> {
+        let mut applied = 0;
+        loop {
+            match self.run_once().await? {
+                BatchOutcome::Applied(n) => applied += n,
+                BatchOutcome::Contended => {}
+                BatchOutcome::Empty => return Ok(applied),
+            }
+        }
+    }
+
+    /// Runs until `stop`: applies what there is, then waits for a notification (or the poll).
+    /// Database failures are logged and retried with backoff; nothing stops it but `stop`.
+    pub async fn run(self, stop: CancellationToken) {
+        let name = self.projection.name().to_owned();
+        let mut wake = self.signal.subscribe();
+        let mut failure_backoff = Duration::from_millis(100);
+        let mut pending_backoff = Duration::from_millis(1);
+        tracing::info!(consumer = %name, "consumer started");
+        while !stop.is_cancelled() {
+            wake.borrow_and_update();
+            let outcome = self.run_once().await;
+            let pause = match outcome {
+                Ok(BatchOutcome::Applied(_) | BatchOutcome::Contended) => {
+                    failure_backoff = Duration::from_millis(100);
+                    pending_backoff = Duration::from_millis(1);
+                    continue;
+                }
+                Ok(BatchOutcome::Empty) => {
+                    failure_backoff = Duration::from_millis(100);
+                    let position = *self.progress.borrow();
+                    match log::has_pending_after(&self.pool, position).await {
+                        // Committed events wait behind an older open transaction, which may
+                        // send no notification when it ends: look again soon.
+                        Ok(true) => {
+                            let pause = pending_backoff;
+                            pending_backoff = (pending_backoff * 2).min(Duration::from_millis(50));
+                            pause
+                        }
+                        Ok(false) => {
+                            pending_backoff = Duration::from_millis(1);
+                            self.settings.poll_interval
+                        }
+                        Err(error) => {
+                            tracing::warn!(consumer = %name, error = %format!("{error:#}"), "checking for pending events failed");
+                            self.settings.poll_interval
+                        }
+                    }
+                }
+                Err(error) => {
+                    tracing::error!(consumer = %name, error = %format!("{error:#}"), retry_in_ms = failure_backoff.as_millis() as u64, "batch failed");
+                    let pause = failure_backoff;
+                    failure_backoff = (failure_backoff * 2).min(self.settings.max_backoff);
+                    tokio::select! {
+                        () = tokio::time::sleep(pause) => {}
+                        () = stop.cancelled() => break,
+                    }
+                    continue;
+                }
+            };
+            tokio::select! {
+                _ = wake.changed() => {}
+                () = tokio::time::sleep(pause) => {}
+                () = stop.cancelled() => break,
+            }
+        }
+        tracing::info!(consumer = %name, "consumer stopped");
+    }
+}
+
+/// Waits on one consumer's progress (read-your-writes).
+#[derive(Debug, Clone)]
+pub struct ConsumerHandle {
+    name: String,
+    pool: PgPool,
+    progress: Arc<watch::Sender<LogPosition>>,
+}
+
+/// The consumer did not reach a position in time.
+#[derive(Debug, thiserror::Error)]
+#[error("the {consumer} view has not caught up within {waited:?}")]
+pub struct NotCaughtUp {
+    /// Which consumer.
+    pub consumer: String,
+    /// How long we waited.
+    pub waited: Duration,
+}
+
+impl ConsumerHandle {
+    /// The consumer's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Waits until the consumer has applied everything up to `position`, for at most
+    /// `timeout`. Progress made by this process is seen at once; progress made by another
+    /// instance is seen through the checkpoint row, polled every few milliseconds.
+    ///
+    /// # Errors
+    /// [`NotCaughtUp`] after `timeout`.
+    pub async fn wait_for(
+        &self,
+        position: LogPosition,
+        timeout: Duration,
+    ) -> Result<(), NotCaughtUp> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut progress = self.progress.subscribe();
+        loop {
+            if *progress.borrow_and_update() >= position {
+                return Ok(());
+            }
+            tokio::select! {
+                _ = progress.changed() => continue,
+                () = tokio::time::sleep(Duration::from_millis(20)) => {}
+                () = tokio::time::sleep_until(deadline) => {}
+            }
+            if let Ok(stored) = checkpoint(&self.pool, &self.name).await {
+                if stored >= position {
+                    return Ok(());
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(NotCaughtUp {
+                    consumer: self.name.clone(),
+                    waited: timeout,
+                });
+            }
+        }
+    }
+}
+
+/// How far each consumer is behind the head of the log, in events.
+///
+/// # Errors
+/// The database failed.
+pub async fn lag(pool: &PgPool) -> anyhow::Result<Vec<(String, i64)>> {
+    sqlx::query_as(
+        "select c.name,
+                (select count(*) from events e
+                  where (e.transaction_id, e.global_position) > (c.transaction_id, c.global_position))
+           from consumer_checkpoints c
+          order by c.name",
+    )
+    .fetch_all(pool)
+    .await
+    .context("measuring consumer lag")
+}
