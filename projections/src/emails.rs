@@ -73,6 +73,10 @@ impl Projection for EmailsView {
         &self.consumer
     }
 
+    fn payload_types(&self) -> Option<Vec<String>> {
+        Some(vec!["EmailGenerated".to_owned()])
+    }
+
     async fn apply(&self, tx: &mut PgConnection, events: &[StoredEvent]) -> anyhow::Result<()> {
         let mut rows = Vec::new();
         for stored in events {

@@ -7,16 +7,19 @@
 
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
-use domain::client::ClientEvent;
+use domain::client::{ClientEvent, EVENT_VERSION};
+use serde_json::value::RawValue;
 use serde_json::Value;
+use sqlx::types::Json;
 use sqlx::PgExecutor;
 use uuid::Uuid;
 
 use crate::position::LogPosition;
 use crate::upcast::upcast;
 
-/// One event as stored in the log, upcast to the current schema.
-#[derive(Debug, Clone, PartialEq)]
+/// One event as stored in the log. Its payload is kept as the JSON text the database sent and
+/// parsed on demand, straight into the typed event when it is of the current version.
+#[derive(Debug, Clone)]
 pub struct StoredEvent {
     /// Where it sits in the log.
     pub position: LogPosition,
@@ -28,21 +31,62 @@ pub struct StoredEvent {
     pub event_type: String,
     /// The schema version it was written with.
     pub event_version: String,
-    /// The payload, upcast to the current schema.
-    pub payload: Value,
-    /// `actor`, `requestId`, `correlationId`, `causationId`.
+    /// `actor`, `requestId`, `correlationId`, `causationId` (`Null` when not read).
     pub metadata: Value,
     /// When the database recorded it.
     pub recorded_at: DateTime<Utc>,
+    payload: Option<Box<RawValue>>,
+}
+
+impl PartialEq for StoredEvent {
+    fn eq(&self, other: &Self) -> bool {
+        self.position == other.position
+            && self.user_id == other.user_id
+            && self.sequence == other.sequence
+            && self.event_type == other.event_type
+            && self.event_version == other.event_version
+            && self.metadata == other.metadata
+            && self.recorded_at == other.recorded_at
+            && self.payload.as_ref().map(|p| p.get()) == other.payload.as_ref().map(|p| p.get())
+    }
 }
 
 impl StoredEvent {
-    /// The typed event.
+    fn raw(&self) -> anyhow::Result<&RawValue> {
+        self.payload.as_deref().with_context(|| {
+            format!(
+                "event {} ({}) was read without its payload",
+                self.position.global_position, self.event_type
+            )
+        })
+    }
+
+    /// The payload, upcast to the current schema.
     ///
     /// # Errors
-    /// The payload does not match any event this build knows.
+    /// The payload was not read, or is not JSON.
+    pub fn payload(&self) -> anyhow::Result<Value> {
+        let value: Value =
+            serde_json::from_str(self.raw()?.get()).context("parsing an event payload")?;
+        Ok(if self.event_version == EVENT_VERSION {
+            value
+        } else {
+            upcast(&self.event_type, &self.event_version, value)
+        })
+    }
+
+    /// The typed event, upcast to the current schema.
+    ///
+    /// # Errors
+    /// The payload was not read, or does not match any event this build knows.
     pub fn event(&self) -> anyhow::Result<ClientEvent> {
-        serde_json::from_value(self.payload.clone()).with_context(|| {
+        let parsed = if self.event_version == EVENT_VERSION {
+            serde_json::from_str(self.raw()?.get()).map_err(anyhow::Error::from)
+        } else {
+            self.payload()
+                .and_then(|v| serde_json::from_value(v).map_err(anyhow::Error::from))
+        };
+        parsed.with_context(|| {
             format!(
                 "event {} ({} v{}) does not match the current schema",
                 self.position.global_position, self.event_type, self.event_version
@@ -58,8 +102,8 @@ type Row = (
     i64,
     String,
     String,
-    Value,
-    Value,
+    Option<Json<Box<RawValue>>>,
+    Option<Value>,
     DateTime<Utc>,
 );
 
@@ -77,7 +121,6 @@ fn from_row(row: Row) -> anyhow::Result<StoredEvent> {
     ) = row;
     let user_id = Uuid::parse_str(&aggregate_id)
         .with_context(|| format!("event {global_position} has a non-uuid aggregate id"))?;
-    let payload = upcast(&event_type, &event_version, payload);
     Ok(StoredEvent {
         position: LogPosition {
             transaction_id,
@@ -87,10 +130,20 @@ fn from_row(row: Row) -> anyhow::Result<StoredEvent> {
         sequence,
         event_type,
         event_version,
-        payload,
-        metadata,
+        metadata: metadata.unwrap_or(Value::Null),
         recorded_at,
+        payload: payload.map(|Json(raw)| raw),
     })
+}
+
+/// What a reader of the whole log wants of each event.
+#[derive(Debug, Clone, Default)]
+pub struct ReadFilter {
+    /// Read payloads only of these event types (`None`: of all). Events of other types still
+    /// come, so that checkpoints move past them, but without the cost of their payload.
+    pub payload_types: Option<Vec<String>>,
+    /// Read each event's metadata too.
+    pub with_metadata: bool,
 }
 
 /// Reads up to `limit` events after `after`, from finished transactions only.
@@ -101,21 +154,27 @@ pub async fn read_after<'e>(
     executor: impl PgExecutor<'e>,
     after: LogPosition,
     limit: i64,
+    filter: &ReadFilter,
 ) -> anyhow::Result<Vec<StoredEvent>> {
     // xid8 has no binary codec in sqlx: it crosses the wire as text.
     let rows: Vec<Row> = sqlx::query_as(
         "select transaction_id::text::bigint, global_position, aggregate_id, sequence,
-                event_type, event_version, payload, metadata, recorded_at
+                event_type, event_version,
+                case when $4::text[] is null or event_type = any($4) then payload end,
+                case when $5 then metadata end,
+                recorded_at
            from events
           where aggregate_type = 'client'
             and (transaction_id, global_position) > ($1::text::xid8, $2)
             and transaction_id < pg_snapshot_xmin(pg_current_snapshot())
-          order by transaction_id, global_position
+          order by events.transaction_id, events.global_position
           limit $3",
     )
     .bind(after.transaction_id.to_string())
     .bind(after.global_position)
     .bind(limit)
+    .bind(filter.payload_types.as_deref())
+    .bind(filter.with_metadata)
     .fetch_all(executor)
     .await
     .context("reading the event log")?;
@@ -155,15 +214,20 @@ pub async fn has_pending_after<'e>(
     executor: impl PgExecutor<'e>,
     after: LogPosition,
 ) -> anyhow::Result<bool> {
-    sqlx::query_scalar(
-        "select exists (select 1 from events
-                         where (transaction_id, global_position) > ($1::text::xid8, $2))",
+    // The ORDER BY makes the planner walk the log-order index from `after`; a bare EXISTS gets
+    // a generic plan that may scan the whole table to find the newest rows.
+    let found: Option<i32> = sqlx::query_scalar(
+        "select 1 from events
+          where (transaction_id, global_position) > ($1::text::xid8, $2)
+          order by events.transaction_id, events.global_position
+          limit 1",
     )
     .bind(after.transaction_id.to_string())
     .bind(after.global_position)
-    .fetch_one(executor)
+    .fetch_optional(executor)
     .await
-    .context("looking for pending events")
+    .context("looking for pending events")?;
+    Ok(found.is_some())
 }
 
 /// The last position in the log, in reader order (`START` for an empty log).
@@ -174,7 +238,7 @@ pub async fn head<'e>(executor: impl PgExecutor<'e>) -> anyhow::Result<LogPositi
     let row: Option<(i64, i64)> = sqlx::query_as(
         "select transaction_id::text::bigint, global_position
            from events
-          order by transaction_id desc, global_position desc
+          order by events.transaction_id desc, events.global_position desc
           limit 1",
     )
     .fetch_optional(executor)

@@ -139,7 +139,11 @@ async fn run<P: Projection + Clone>(
             .context("locking the live checkpoint")?;
         let mut position = crate::consumer::checkpoint(pool, fresh.name()).await?;
         loop {
-            let batch = log::read_after(&mut *tx, position, 5000).await?;
+            let filter = log::ReadFilter {
+                payload_types: fresh.payload_types(),
+                with_metadata: false,
+            };
+            let batch = log::read_after(&mut *tx, position, 5000, &filter).await?;
             let Some(last) = batch.last().map(|e| e.position) else {
                 break;
             };
