@@ -11,6 +11,7 @@ use projections::clock::{Clock, SystemClock};
 use projections::commands::CommandBus;
 use projections::consumer::ConsumerSettings;
 use projections::runtime::ReadModels;
+use projections::scheduler::{RescoreSettings, Rescorer};
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
@@ -50,16 +51,19 @@ pub struct AppParts {
     pub clock: Arc<dyn Clock>,
     /// How long in-flight requests may take after shutdown is signalled.
     pub shutdown_grace: Duration,
+    /// The time-passing rescore scheduler.
+    pub rescore: RescoreSettings,
 }
 
 impl AppParts {
-    /// Parts with the system clock and default services.
+    /// Parts with the system clock, default services and settings.
     pub fn new(pool: PgPool) -> Self {
         Self {
             pool,
             services: ClientServices::default(),
             clock: Arc::new(SystemClock),
             shutdown_grace: Duration::from_secs(10),
+            rescore: RescoreSettings::default(),
         }
     }
 }
@@ -77,6 +81,13 @@ impl App {
             &mut background,
             &stop,
         );
+        let rescorer = Rescorer::new(
+            parts.pool.clone(),
+            commands.clone(),
+            read_models.users.clone(),
+            parts.rescore,
+        );
+        background.spawn(rescorer.run(stop.clone()));
         Self {
             state: AppState {
                 pool: parts.pool,

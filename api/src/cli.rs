@@ -44,6 +44,21 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Serve(serve) => run_serve(&cli.database, serve).await,
+        Command::Backtest(config) => crate::backtest::run(&config),
+        Command::Rescore(scoring) => {
+            let pool = prepare_database(&cli.database).await?;
+            let bus = projections::commands::CommandBus::new(
+                pool.clone(),
+                scoring.client_services(),
+                std::sync::Arc::new(projections::clock::SystemClock),
+            );
+            let rescored = projections::scheduler::rescore_all(&pool, &bus, 4).await?;
+            println!(
+                "rescored {rescored} clients with {}",
+                scoring.scoring_policy
+            );
+            Ok(())
+        }
         Command::Rebuild { target } => {
             let pool = prepare_database(&cli.database).await?;
             let models: &[ReadModel] = match target {
@@ -100,11 +115,15 @@ async fn run_serve(database: &DatabaseConfig, config: ServeConfig) -> anyhow::Re
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
     let address = listener.local_addr()?;
     let app = App::build(AppParts {
-        services: config.client_services(),
+        services: config.scoring.client_services(),
+        rescore: projections::scheduler::RescoreSettings {
+            interval: Duration::from_secs(config.rescore_interval_secs),
+            ..Default::default()
+        },
         shutdown_grace: Duration::from_secs(config.shutdown_grace_secs),
         ..AppParts::new(pool)
     });
-    tracing::info!(%address, policy = %config.scoring_policy, "serving");
+    tracing::info!(%address, policy = %config.scoring.scoring_policy, "serving");
     println!("engagement is listening on http://{address}/");
     app.run(listener, shutdown_signal()).await
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use domain::client::ClientServices;
-use domain::scoring::{policy_by_name, POLICY_NAMES};
+use domain::scoring::{policy_by_name, DEFAULT_POLICY, POLICY_NAMES};
 
 /// The client engagement engine.
 #[derive(Debug, Parser)]
@@ -27,6 +27,11 @@ pub enum Command {
     Serve(ServeConfig),
     /// Create the database if needed and apply migrations, then exit.
     Migrate,
+    /// Rescore every client with the configured policy (after switching `SCORING_POLICY`).
+    Rescore(ScoringConfig),
+    /// Score purchase histories as of a cut-off and measure the scores against who ordered
+    /// again within a horizon (AUC, and at the threshold: share flagged, precision, recall).
+    Backtest(BacktestConfig),
     /// Rebuild read models from the start of the log into fresh tables and swap them in
     /// (reads keep working meanwhile). Run this after restoring a logical dump.
     Rebuild {
@@ -88,31 +93,62 @@ impl DatabaseConfig {
     }
 }
 
+/// How clients are scored and how often they may be written to.
+#[derive(Debug, Clone, Args)]
+pub struct ScoringConfig {
+    /// Scoring policy for every automatic score.
+    #[arg(long, env = "SCORING_POLICY", default_value = DEFAULT_POLICY, value_parser = clap::builder::PossibleValuesParser::new(POLICY_NAMES))]
+    pub scoring_policy: String,
+    /// Minimum days between two emails to one client.
+    #[arg(long, env = "EMAIL_COOLDOWN_DAYS", default_value_t = 7, value_parser = clap::value_parser!(u16).range(0..=365))]
+    pub email_cooldown_days: u16,
+}
+
+impl ScoringConfig {
+    /// The aggregate's services as configured.
+    pub fn client_services(&self) -> ClientServices {
+        ClientServices {
+            // The value parser only admits names from POLICY_NAMES.
+            policy: policy_by_name(&self.scoring_policy)
+                .unwrap_or_else(|| Arc::new(domain::scoring::CadenceV2)),
+            email_cooldown: chrono::Duration::days(i64::from(self.email_cooldown_days)),
+        }
+    }
+}
+
 /// Settings of `engagement serve`.
 #[derive(Debug, Clone, Args)]
 pub struct ServeConfig {
     /// Address to listen on.
     #[arg(long, env = "LISTEN_ADDR", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
-    /// Scoring policy for every automatic score.
-    #[arg(long, env = "SCORING_POLICY", default_value = "seed-v1", value_parser = clap::builder::PossibleValuesParser::new(POLICY_NAMES))]
-    pub scoring_policy: String,
-    /// Minimum days between two emails to one client.
-    #[arg(long, env = "EMAIL_COOLDOWN_DAYS", default_value_t = 7, value_parser = clap::value_parser!(u16).range(0..=365))]
-    pub email_cooldown_days: u16,
+    /// Scoring and email rules.
+    #[command(flatten)]
+    pub scoring: ScoringConfig,
+    /// Seconds between sweeps for users whose score is due to change as time passes.
+    #[arg(long, env = "RESCORE_INTERVAL_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    pub rescore_interval_secs: u64,
     /// Seconds to let in-flight requests finish after a shutdown signal.
     #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 10)]
     pub shutdown_grace_secs: u64,
 }
 
-impl ServeConfig {
-    /// The aggregate's services as configured.
-    pub fn client_services(&self) -> ClientServices {
-        ClientServices {
-            // The value parser only admits names from POLICY_NAMES.
-            policy: policy_by_name(&self.scoring_policy)
-                .unwrap_or_else(|| Arc::new(domain::scoring::SeedV1)),
-            email_cooldown: chrono::Duration::days(i64::from(self.email_cooldown_days)),
-        }
-    }
+/// Settings of `engagement backtest`.
+#[derive(Debug, Clone, Args)]
+pub struct BacktestConfig {
+    /// A CSV of `customer_id,date,items,amount` lines (a header line is skipped).
+    #[arg(long)]
+    pub transactions: std::path::PathBuf,
+    /// Facts are built from orders on or before this day (YYYY-MM-DD).
+    #[arg(long)]
+    pub cutoff: chrono::NaiveDate,
+    /// A customer returned if they ordered within this many days after the cut-off.
+    #[arg(long, value_parser = clap::value_parser!(i64).range(1..=3650))]
+    pub horizon: i64,
+    /// Only this policy (default: every policy).
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(POLICY_NAMES))]
+    pub policy: Option<String>,
+    /// Write `customer_id,score,band` for every customer (of `--policy`, or the default policy).
+    #[arg(long)]
+    pub scores_out: Option<std::path::PathBuf>,
 }

@@ -6,9 +6,11 @@
 //! - [`config`]: flags and environment, read once.
 //! - [`app`]: builds the application and runs it until a shutdown signal.
 //! - [`http`]: routes (`/healthz`, `/readyz`).
-//! - [`cli`]: the subcommands (`serve`, `migrate`).
+//! - [`cli`]: the subcommands (`serve`, `migrate`, `rebuild`, `rescore`, `backtest`).
+//! - [`backtest`]: reading purchase histories for `engagement backtest`.
 
 pub mod app;
+pub mod backtest;
 pub mod cli;
 pub mod config;
 pub mod http;

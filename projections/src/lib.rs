@@ -11,6 +11,7 @@
 //! - [`users`], [`emails`]: the read models.
 //! - [`rebuild`]: rebuilding a read model into a fresh table and swapping it in.
 //! - [`runtime`]: starting the consumers in a service.
+//! - [`scheduler`]: rescoring users as time passes, and everyone after a policy switch.
 //! - [`upcast`]: the one place older event versions become current ones.
 //! - [`position`], [`clock`]: a place in the log; time as an input.
 
@@ -23,5 +24,6 @@ pub mod log;
 pub mod position;
 pub mod rebuild;
 pub mod runtime;
+pub mod scheduler;
 pub mod upcast;
 pub mod users;

@@ -90,7 +90,9 @@ async fn events_round_trip_with_their_metadata_and_the_log_columns_are_filled(po
     assert_eq!(rows[0].1, "UserCreated");
     assert_eq!(rows[1].1, "UserScored");
     assert_eq!(rows[0].2["UserCreated"]["name"], "Grace Hopper");
-    assert_eq!(rows[1].2["UserScored"]["score"], 60);
+    // cadence-v2, the default: no order yet, on the day of joining: 51.5 + 12 (new) -> 64.
+    assert_eq!(rows[1].2["UserScored"]["score"], 64);
+    assert_eq!(rows[1].2["UserScored"]["policy"], "cadence-v2");
     for row in &rows {
         assert_eq!(row.3["actor"], "operator:ops");
         assert_eq!(row.3["requestId"], "req-1");

@@ -22,7 +22,7 @@ use super::events::{
     ClientEvent, EmailGenerated, OrderPlaced, OrderSummary, ScoreCause, UserCreated, UserDeleted,
     UserScored, UserUnsubscribed, UserUpdated,
 };
-use crate::scoring::{Band, ClientFacts, ScoreFactor, ScoringPolicy, SeedV1};
+use crate::scoring::{Band, CadenceV2, ClientFacts, ScoreFactor, ScoringPolicy};
 use crate::values::{Money, ValidationError};
 
 /// How far in the future a client-supplied timestamp may lie (clock skew between systems).
@@ -40,7 +40,7 @@ pub struct ClientServices {
 impl Default for ClientServices {
     fn default() -> Self {
         Self {
-            policy: Arc::new(SeedV1),
+            policy: Arc::new(CadenceV2),
             email_cooldown: Duration::days(7),
         }
     }
@@ -544,7 +544,9 @@ impl Decision {
         self.events.push(event);
     }
 
-    /// Scores the state as it now stands; records `UserScored` if score, band or policy moved.
+    /// Scores the state as it now stands; records `UserScored` if the score, band or policy
+    /// moved, or if the moment time alone will next change the score moved (the rescore
+    /// scheduler works from that moment; left stale, it would ask again and again).
     fn rescore(&mut self, services: &ClientServices, now: DateTime<Utc>, cause: ScoreCause) {
         let policy = &services.policy;
         let previous = self.state.score.clone();
@@ -553,6 +555,7 @@ impl Decision {
             p.score == assessment.score.value()
                 && p.band == assessment.band
                 && p.policy == policy.name()
+                && p.next_change_at == assessment.next_change_at
         });
         if unchanged {
             return;

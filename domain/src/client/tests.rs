@@ -23,8 +23,12 @@ fn user_id() -> Uuid {
     Uuid::from_u128(0x1234)
 }
 
+/// The seed's rule: its numbers are the ones these tests were written in.
 fn services() -> ClientServices {
-    ClientServices::default()
+    ClientServices {
+        policy: std::sync::Arc::new(SeedV1),
+        ..ClientServices::default()
+    }
 }
 
 fn create_user() -> CreateUser {

@@ -5,6 +5,8 @@
 //! asks its policy after every change and records the answer in `UserScored`, so the history
 //! explains every score and readers never recompute one.
 
+mod backtest;
+mod cadence_v2;
 mod seed_v1;
 
 use chrono::{DateTime, Utc};
@@ -12,6 +14,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::values::{Money, Score};
 
+pub use backtest::{backtest, BacktestReport, CustomerScore, Transaction};
+pub use cadence_v2::CadenceV2;
 pub use seed_v1::SeedV1;
 
 /// Everything a policy may look at.
@@ -130,9 +134,13 @@ pub(crate) fn round_half_away(numerator: i64, denominator: i64) -> i64 {
 pub fn policy_by_name(name: &str) -> Option<std::sync::Arc<dyn ScoringPolicy>> {
     match name {
         "seed-v1" => Some(std::sync::Arc::new(SeedV1)),
+        "cadence-v2" => Some(std::sync::Arc::new(CadenceV2)),
         _ => None,
     }
 }
 
 /// Names accepted by [`policy_by_name`].
-pub const POLICY_NAMES: &[&str] = &["seed-v1"];
+pub const POLICY_NAMES: &[&str] = &["cadence-v2", "seed-v1"];
+
+/// The policy used when none is configured.
+pub const DEFAULT_POLICY: &str = "cadence-v2";

@@ -38,6 +38,23 @@ fn points(units: i64) -> f64 {
     units as f64 / UNITS_PER_POINT as f64
 }
 
+impl SeedV1 {
+    /// The score alone, for looking ahead.
+    fn assess_score(&self, facts: &ClientFacts, at: DateTime<Utc>) -> Score {
+        let recency = Self::recency_units(facts.last_order_at.map(|t| whole_days(t, at)));
+        let frequency = i64::from(facts.order_count.min(10)) * 3000;
+        let value = facts.average_order_value.cents().min(20_000);
+        let contact = match facts.last_email_at.map(|t| whole_days(t, at)) {
+            Some(d) if d < 7 => -10 * UNITS_PER_POINT,
+            _ => 0,
+        };
+        Score::clamped(round_half_away(
+            100 * UNITS_PER_POINT + recency + frequency + value + contact,
+            UNITS_PER_POINT,
+        ))
+    }
+}
+
 impl ScoringPolicy for SeedV1 {
     fn name(&self) -> &'static str {
         "seed-v1"
@@ -103,21 +120,21 @@ impl ScoringPolicy for SeedV1 {
 
         let band = self.band_for(score, None);
 
-        // The score only moves when a day boundary in the rule is crossed.
-        let order_edge = facts.last_order_at.and_then(|at| {
-            [31, 61, 91]
-                .into_iter()
-                .map(|d| at + Duration::days(d))
-                .find(|edge| *edge > now)
-        });
-        let email_edge = facts
-            .last_email_at
-            .map(|at| at + Duration::days(7))
-            .filter(|edge| *edge > now);
-        let next_change_at = match (order_edge, email_edge) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        // The score only moves when a day boundary in the rule is crossed; the next change is
+        // the first such boundary at which the (clamped) score differs.
+        let order_edges = facts
+            .last_order_at
+            .into_iter()
+            .flat_map(|at| [31, 61, 91].map(|d| at + Duration::days(d)));
+        let email_edge = facts.last_email_at.map(|at| at + Duration::days(7));
+        let mut edges: Vec<DateTime<Utc>> = order_edges
+            .chain(email_edge)
+            .filter(|edge| *edge > now)
+            .collect();
+        edges.sort();
+        let next_change_at = edges
+            .into_iter()
+            .find(|edge| self.assess_score(facts, *edge) != score);
 
         Assessment {
             score,
@@ -204,5 +221,8 @@ mod tests {
         assert_eq!(a.next_change_at, Some(now() + Duration::days(5)));
         let a = SeedV1.assess(&facts(Some(100), 1, "10", None), now(), None);
         assert_eq!(a.next_change_at, None);
+        // Clamped at 100 until 61 days: the 31-day edge changes nothing (125 -> 110).
+        let a = SeedV1.assess(&facts(Some(0), 10, "200", None), now(), None);
+        assert_eq!(a.next_change_at, Some(now() + Duration::days(61)));
     }
 }
