@@ -18,10 +18,14 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tower_http::trace::TraceLayer;
 
+use crate::graphql::auth::TokenStore;
+use crate::graphql::{build_schema, ApiContext, ApiSchema};
 use crate::http;
+use axum::http::{header, HeaderName, HeaderValue, Method};
+use tower_http::cors::{AllowOrigin, CorsLayer};
 
 /// What every handler can reach.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct AppState {
     /// The database.
     pub pool: PgPool,
@@ -29,19 +33,32 @@ pub struct AppState {
     pub commands: CommandBus,
     /// The running read models (wait on them for read-your-writes).
     pub read_models: ReadModels,
+    /// The GraphQL schema.
+    pub schema: ApiSchema,
+    /// Accepted bearer tokens.
+    pub tokens: Arc<TokenStore>,
+    /// The email writer, as health reports it.
+    pub email_writer: Arc<dyn Fn() -> String + Send + Sync>,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("commands", &self.commands)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Everything `serve` runs, wired and ready.
-#[derive(Debug)]
 pub struct App {
     state: AppState,
+    cors_origins: Vec<HeaderValue>,
     shutdown_grace: Duration,
     background: JoinSet<()>,
     stop: CancellationToken,
 }
 
 /// The inputs an [`App`] is built from (tests pass their own pool and clock).
-#[derive(Debug)]
 pub struct AppParts {
     /// A migrated database.
     pub pool: PgPool,
@@ -53,6 +70,10 @@ pub struct AppParts {
     pub shutdown_grace: Duration,
     /// The time-passing rescore scheduler.
     pub rescore: RescoreSettings,
+    /// Accepted bearer tokens.
+    pub tokens: TokenStore,
+    /// Origins allowed to call the API from a browser (none: same origin only).
+    pub cors_origins: Vec<HeaderValue>,
 }
 
 impl AppParts {
@@ -64,6 +85,8 @@ impl AppParts {
             clock: Arc::new(SystemClock),
             shutdown_grace: Duration::from_secs(10),
             rescore: RescoreSettings::default(),
+            tokens: TokenStore::default(),
+            cors_origins: Vec::new(),
         }
     }
 }
@@ -88,11 +111,31 @@ impl App {
             parts.rescore,
         );
         background.spawn(rescorer.run(stop.clone()));
+        let live = projections::tail::start(
+            parts.pool.clone(),
+            read_models.signal.clone(),
+            stop.clone(),
+            &mut background,
+        );
+        let email_writer: Arc<dyn Fn() -> String + Send + Sync> =
+            Arc::new(|| "none (no process manager running)".to_owned());
+        let schema = build_schema(ApiContext {
+            pool: parts.pool.clone(),
+            commands: commands.clone(),
+            read_models: read_models.clone(),
+            live,
+            email_writer: email_writer.clone(),
+            jobs_signal: Arc::new(tokio::sync::Notify::new()),
+        });
         Self {
+            cors_origins: parts.cors_origins,
             state: AppState {
                 pool: parts.pool,
                 commands,
                 read_models,
+                schema,
+                tokens: Arc::new(parts.tokens),
+                email_writer,
             },
             shutdown_grace: parts.shutdown_grace,
             background,
@@ -107,8 +150,19 @@ impl App {
 
     /// The HTTP routes.
     pub fn router(&self) -> Router {
+        let cors = CorsLayer::new()
+            .allow_origin(AllowOrigin::list(self.cors_origins.clone()))
+            .allow_methods([Method::GET, Method::POST])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                HeaderName::from_static("x-correlation-id"),
+            ]);
         Router::new()
             .merge(http::health::router())
+            .merge(http::graphql::router())
+            .merge(http::playground::router())
+            .layer(cors)
             .layer(TraceLayer::new_for_http())
             .with_state(self.state.clone())
     }

@@ -8,6 +8,7 @@ use tokio::net::TcpListener;
 
 use crate::app::{shutdown_signal, App, AppParts};
 use crate::config::{Cli, Command, DatabaseConfig, RebuildTarget, ServeConfig};
+use crate::graphql::auth::{Principal, Role, TokenStore};
 use projections::db;
 use projections::rebuild::{rebuild, ReadModel};
 
@@ -45,6 +46,29 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Serve(serve) => run_serve(&cli.database, serve).await,
         Command::Backtest(config) => crate::backtest::run(&config),
+        Command::Token { role, name } => {
+            anyhow::ensure!(
+                !name.is_empty()
+                    && name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c)),
+                "--name: letters, digits and -_.@ only"
+            );
+            let token = crate::graphql::auth::new_token();
+            println!("token (give to {name}; it is not stored anywhere): {token}");
+            println!(
+                "API_TOKENS entry: {role}:{name}:{}",
+                crate::graphql::auth::digest_hex(&token)
+            );
+            Ok(())
+        }
+        Command::Schema => {
+            print!(
+                "{}",
+                crate::graphql::sdl(&crate::graphql::schema_for_export())
+            );
+            Ok(())
+        }
         Command::Rescore(scoring) => {
             let pool = prepare_database(&cli.database).await?;
             let bus = projections::commands::CommandBus::new(
@@ -114,7 +138,31 @@ async fn run_serve(database: &DatabaseConfig, config: ServeConfig) -> anyhow::Re
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
     let address = listener.local_addr()?;
+    let mut tokens = TokenStore::parse(&config.api_tokens)?;
+    let generated = tokens.is_empty().then(|| {
+        let token = crate::graphql::auth::new_token();
+        tokens.insert(
+            &token,
+            Principal {
+                role: Role::Admin,
+                actor: "admin:startup".into(),
+            },
+        );
+        token
+    });
+    let cors_origins = config
+        .cors_origins
+        .split(',')
+        .map(str::trim)
+        .filter(|o| !o.is_empty())
+        .map(|o| {
+            o.parse()
+                .map_err(|_| anyhow::anyhow!("CORS_ORIGINS: {o:?} is not a valid origin"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let app = App::build(AppParts {
+        tokens,
+        cors_origins,
         services: config.scoring.client_services(),
         rescore: projections::scheduler::RescoreSettings {
             interval: Duration::from_secs(config.rescore_interval_secs),
@@ -125,5 +173,11 @@ async fn run_serve(database: &DatabaseConfig, config: ServeConfig) -> anyhow::Re
     });
     tracing::info!(%address, policy = %config.scoring.scoring_policy, "serving");
     println!("engagement is listening on http://{address}/");
+    if let Some(token) = generated {
+        // Like Jupyter: no token configured, so one was made for this run. The link carries it.
+        println!("no API_TOKENS configured; an admin token was generated for this run. Open:");
+        println!("    http://{address}/?token={token}");
+        println!("    http://{address}/graphql?token={token}");
+    }
     app.run(listener, shutdown_signal()).await
 }

@@ -32,6 +32,18 @@ pub enum Command {
     /// Score purchase histories as of a cut-off and measure the scores against who ordered
     /// again within a horizon (AUC, and at the threshold: share flagged, precision, recall).
     Backtest(BacktestConfig),
+    /// Make a new bearer token for a role: prints the token (give it to its holder) and the
+    /// `API_TOKENS` entry holding only its SHA-256 digest (put that in the configuration).
+    Token {
+        /// viewer, operator or admin.
+        #[arg(long, value_parser = ["viewer", "operator", "admin"])]
+        role: String,
+        /// Who holds it (recorded as the actor of their commands: `role:name`).
+        #[arg(long)]
+        name: String,
+    },
+    /// Print the GraphQL schema (SDL, sorted) as `schema.graphql` holds it.
+    Schema,
     /// Rebuild read models from the start of the log into fresh tables and swap them in
     /// (reads keep working meanwhile). Run this after restoring a logical dump.
     Rebuild {
@@ -131,6 +143,14 @@ pub struct ServeConfig {
     /// Seconds to let in-flight requests finish after a shutdown signal.
     #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 10)]
     pub shutdown_grace_secs: u64,
+    /// Accepted bearer tokens as `role:name:sha256hex` entries, comma-separated (make one with
+    /// `engagement token`). Empty: an admin token is generated at start-up and printed in a
+    /// ready-to-open link.
+    #[arg(long, env = "API_TOKENS", default_value = "", hide_env_values = true)]
+    pub api_tokens: String,
+    /// Browser origins allowed to call the API (comma-separated); empty: same origin only.
+    #[arg(long, env = "CORS_ORIGINS", default_value = "")]
+    pub cors_origins: String,
 }
 
 /// Settings of `engagement backtest`.

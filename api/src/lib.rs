@@ -5,7 +5,8 @@
 //! # Layout
 //! - [`config`]: flags and environment, read once.
 //! - [`app`]: builds the application and runs it until a shutdown signal.
-//! - [`http`]: routes (`/healthz`, `/readyz`).
+//! - [`graphql`]: the GraphQL API (schema, resolvers, auth, errors).
+//! - [`http`]: routes (`/graphql`, `/graphql/ws`, the playground, `/api/health`, `/healthz`, `/readyz`).
 //! - [`cli`]: the subcommands (`serve`, `migrate`, `rebuild`, `rescore`, `backtest`).
 //! - [`backtest`]: reading purchase histories for `engagement backtest`.
 
@@ -13,4 +14,5 @@ pub mod app;
 pub mod backtest;
 pub mod cli;
 pub mod config;
+pub mod graphql;
 pub mod http;

@@ -163,6 +163,11 @@ impl LogSignal {
         self.tx.subscribe()
     }
 
+    /// A receiver that changes whenever the log may have new events.
+    pub fn subscribe_changes(&self) -> watch::Receiver<u64> {
+        self.tx.subscribe()
+    }
+
     /// Listens for commits until `stop`; reconnects with backoff when the database goes away,
     /// and wakes consumers after each reconnection (notifications may have been missed).
     pub async fn listen(self, pool: PgPool, stop: CancellationToken) {

@@ -11,6 +11,7 @@
 //! - [`users`], [`emails`]: the read models.
 //! - [`rebuild`]: rebuilding a read model into a fresh table and swapping it in.
 //! - [`runtime`]: starting the consumers in a service.
+//! - [`tail`]: the live tail of the log that feeds subscriptions.
 //! - [`scheduler`]: rescoring users as time passes, and everyone after a policy switch.
 //! - [`upcast`]: the one place older event versions become current ones.
 //! - [`position`], [`clock`]: a place in the log; time as an input.
@@ -25,5 +26,6 @@ pub mod position;
 pub mod rebuild;
 pub mod runtime;
 pub mod scheduler;
+pub mod tail;
 pub mod upcast;
 pub mod users;

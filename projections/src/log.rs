@@ -253,3 +253,89 @@ pub async fn head<'e>(executor: impl PgExecutor<'e>) -> anyhow::Result<LogPositi
         }),
     )
 }
+
+/// One page of a client's stream: events with sequence above `after_sequence`, oldest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct StreamPage {
+    /// The client.
+    pub user_id: Uuid,
+    /// Events after this sequence (0: from the start).
+    pub after_sequence: i64,
+    /// Most events returned.
+    pub limit: i64,
+}
+
+/// Reads several stream pages in one query (one lateral index scan per page); the result has
+/// one list per page, in the order asked.
+///
+/// # Errors
+/// The database failed or an event is unreadable.
+pub async fn read_stream_pages<'e>(
+    executor: impl PgExecutor<'e>,
+    pages: &[StreamPage],
+) -> anyhow::Result<Vec<Vec<StoredEvent>>> {
+    let ids: Vec<String> = pages.iter().map(|p| p.user_id.to_string()).collect();
+    let afters: Vec<i64> = pages.iter().map(|p| p.after_sequence).collect();
+    let limits: Vec<i64> = pages.iter().map(|p| p.limit).collect();
+    /// A page's ordinal, then a [`Row`].
+    type PageRow = (
+        i64,
+        i64,
+        i64,
+        String,
+        i64,
+        String,
+        String,
+        Option<Json<Box<RawValue>>>,
+        Option<Value>,
+        DateTime<Utc>,
+    );
+    let rows: Vec<PageRow> = sqlx::query_as(
+            "select k.ord, e.transaction_id::text::bigint, e.global_position, e.aggregate_id, e.sequence,
+                    e.event_type, e.event_version, e.payload, e.metadata, e.recorded_at
+               from unnest($1::text[], $2::bigint[], $3::bigint[]) with ordinality as k(id, after_seq, lim, ord)
+              cross join lateral (
+                    select * from events
+                     where aggregate_type = 'client' and aggregate_id = k.id and sequence > k.after_seq
+                     order by sequence
+                     limit k.lim) e
+              order by k.ord, e.sequence",
+        )
+        .bind(&ids)
+        .bind(&afters)
+        .bind(&limits)
+        .fetch_all(executor)
+        .await
+        .context("reading pages of users' events")?;
+    let mut out: Vec<Vec<StoredEvent>> = vec![Vec::new(); pages.len()];
+    for (ord, tx, pos, id, seq, ty, ver, payload, meta, at) in rows {
+        let index = usize::try_from(ord - 1).context("page ordinal")?;
+        out[index].push(from_row((tx, pos, id, seq, ty, ver, payload, meta, at))?);
+    }
+    Ok(out)
+}
+
+/// How many events each client has (by stream length), in one query.
+///
+/// # Errors
+/// The database failed.
+pub async fn stream_lengths<'e>(
+    executor: impl PgExecutor<'e>,
+    users: &[Uuid],
+) -> anyhow::Result<std::collections::HashMap<Uuid, i64>> {
+    let ids: Vec<String> = users.iter().map(Uuid::to_string).collect();
+    // A stream's length is its last sequence (sequences are 1, 2, 3, ... per client).
+    let rows: Vec<(String, i64)> = sqlx::query_as(
+        "select k.id, coalesce((select max(sequence) from events
+                                 where aggregate_type = 'client' and aggregate_id = k.id), 0)
+           from unnest($1::text[]) k(id)",
+    )
+    .bind(&ids)
+    .fetch_all(executor)
+    .await
+    .context("counting users' events")?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(id, n)| Uuid::parse_str(&id).ok().map(|id| (id, n)))
+        .collect())
+}

@@ -1,3 +1,5 @@
 //! HTTP routes; each module exports its own `router()`.
 
+pub mod graphql;
 pub mod health;
+pub mod playground;

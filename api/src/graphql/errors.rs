@@ -1,0 +1,129 @@
+//! One error type for the API, and its mapping to GraphQL errors with `extensions.code`.
+//!
+//! Expected errors (validation, not found, conflict, auth) are shown to the caller as they are.
+//! Unexpected ones are logged with their whole cause chain and reach the caller only as
+//! `INTERNAL`, with no detail.
+
+use async_graphql::ErrorExtensions as _;
+use domain::client::ClientError;
+use domain::values::ValidationError;
+use projections::commands::CommandError;
+
+/// Why an API call failed.
+#[derive(Debug)]
+pub enum ApiError {
+    /// An input field is not acceptable.
+    Validation {
+        /// The input field's public name.
+        field: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// No such thing.
+    NotFound(String),
+    /// The state does not allow it (or concurrent writers won).
+    Conflict(String),
+    /// No valid token.
+    Unauthenticated,
+    /// The token's role may not do this.
+    Forbidden(String),
+    /// Too many requests.
+    RateLimited,
+    /// Something broke on our side.
+    Internal(anyhow::Error),
+}
+
+impl ApiError {
+    /// A validation error for `field`.
+    pub fn validation(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Validation {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    /// The `extensions.code` of this error.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Validation { .. } => "VALIDATION",
+            Self::NotFound(_) => "NOT_FOUND",
+            Self::Conflict(_) => "CONFLICT",
+            Self::Unauthenticated => "UNAUTHENTICATED",
+            Self::Forbidden(_) => "FORBIDDEN",
+            Self::RateLimited => "RATE_LIMITED",
+            Self::Internal(_) => "INTERNAL",
+        }
+    }
+
+    /// The GraphQL error the caller sees.
+    pub fn to_graphql(&self) -> async_graphql::Error {
+        let message = match self {
+            Self::Validation { field, message } => format!("{field}: {message}"),
+            Self::NotFound(m) | Self::Conflict(m) | Self::Forbidden(m) => m.clone(),
+            Self::Unauthenticated => "a valid bearer token is required".to_owned(),
+            Self::RateLimited => "too many requests; slow down".to_owned(),
+            Self::Internal(error) => {
+                tracing::error!(error = %format!("{error:#}"), "internal error");
+                "internal error".to_owned()
+            }
+        };
+        let code = self.code();
+        let field = match self {
+            Self::Validation { field, .. } => Some(field.clone()),
+            _ => None,
+        };
+        async_graphql::Error::new(message).extend_with(|_, e| {
+            e.set("code", code);
+            if let Some(field) = &field {
+                e.set("field", field.as_str());
+            }
+        })
+    }
+}
+
+impl From<ApiError> for async_graphql::Error {
+    fn from(error: ApiError) -> Self {
+        error.to_graphql()
+    }
+}
+
+impl From<ValidationError> for ApiError {
+    fn from(e: ValidationError) -> Self {
+        Self::Validation {
+            field: e.field,
+            message: e.message,
+        }
+    }
+}
+
+impl From<anyhow::Error> for ApiError {
+    fn from(e: anyhow::Error) -> Self {
+        Self::Internal(e)
+    }
+}
+
+impl From<ClientError> for ApiError {
+    fn from(e: ClientError) -> Self {
+        match e {
+            ClientError::Validation(v) => v.into(),
+            ClientError::NotFound => Self::NotFound("user not found".into()),
+            other @ (ClientError::AlreadyExists
+            | ClientError::Deleted
+            | ClientError::Unsubscribed
+            | ClientError::EmailCooldown { .. }) => Self::Conflict(other.to_string()),
+        }
+    }
+}
+
+impl From<CommandError> for ApiError {
+    fn from(e: CommandError) -> Self {
+        match e {
+            CommandError::Rejected(e) => e.into(),
+            CommandError::Conflict => Self::Conflict(CommandError::Conflict.to_string()),
+            CommandError::Unexpected(e) => Self::Internal(e),
+        }
+    }
+}
+
+/// Result of API code.
+pub type ApiResult<T> = Result<T, ApiError>;

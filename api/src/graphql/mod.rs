@@ -1,0 +1,91 @@
+//! The GraphQL API of `../shared/API.md`.
+//!
+//! # Layout
+//! - [`query`], [`mutation`], [`subscription`]: the three roots.
+//! - [`types`]: output types and Relay connections.
+//! - [`loaders`]: batched reads (a page of users with their emails costs a constant number of
+//!   queries).
+//! - [`auth`]: bearer tokens and roles.
+//! - [`errors`]: one error type, mapped to `extensions.code`.
+//! - [`cursor`]: opaque cursors and page sizes.
+
+pub mod auth;
+pub mod cursor;
+pub mod errors;
+pub mod loaders;
+pub mod mutation;
+pub mod query;
+pub mod subscription;
+pub mod types;
+
+use std::sync::Arc;
+
+use async_graphql::{SDLExportOptions, Schema};
+use projections::commands::CommandBus;
+use projections::runtime::ReadModels;
+use sqlx::PgPool;
+
+pub use subscription::LiveFeed;
+
+/// The schema.
+pub type ApiSchema = Schema<query::Query, mutation::Mutation, subscription::Subscription>;
+
+/// Deepest query accepted.
+pub const MAX_DEPTH: usize = 12;
+/// Most complex query accepted (list fields count their page size times their children).
+pub const MAX_COMPLEXITY: usize = 25_000;
+
+/// What resolvers reach.
+#[derive(Clone)]
+pub struct ApiContext {
+    /// The database.
+    pub pool: PgPool,
+    /// The command path.
+    pub commands: CommandBus,
+    /// The read models' consumers (read-your-writes).
+    pub read_models: ReadModels,
+    /// The live event feed.
+    pub live: LiveFeed,
+    /// The email writer in use, as health reports it.
+    pub email_writer: Arc<dyn Fn() -> String + Send + Sync>,
+    /// Wakes email workers (a job was put back).
+    pub jobs_signal: Arc<tokio::sync::Notify>,
+}
+
+/// Per-request identifiers stored on every event a request causes.
+#[derive(Debug, Clone, Default)]
+pub struct RequestMeta {
+    /// This request.
+    pub request_id: String,
+    /// The conversation (from `X-Correlation-Id`).
+    pub correlation_id: Option<String>,
+}
+
+/// Builds the schema with its limits.
+pub fn build_schema(context: ApiContext) -> ApiSchema {
+    Schema::build(query::Query, mutation::Mutation, subscription::Subscription)
+        .data(context)
+        .limit_depth(MAX_DEPTH)
+        .limit_complexity(MAX_COMPLEXITY)
+        .limit_recursive_depth(32)
+        .limit_directives(8)
+        .finish()
+}
+
+/// The schema in SDL, fields, arguments and enum items sorted (what `schema.graphql` holds).
+pub fn sdl(schema: &ApiSchema) -> String {
+    schema.sdl_with_options(
+        SDLExportOptions::new()
+            .sorted_fields()
+            .sorted_arguments()
+            .sorted_enum_items(),
+    )
+}
+
+/// A schema for printing its SDL only: the resolvers' data is absent, so it must not execute.
+pub fn schema_for_export() -> ApiSchema {
+    Schema::build(query::Query, mutation::Mutation, subscription::Subscription)
+        .limit_depth(MAX_DEPTH)
+        .limit_complexity(MAX_COMPLEXITY)
+        .finish()
+}

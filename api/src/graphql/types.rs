@@ -1,0 +1,556 @@
+//! GraphQL output types over the read models and the log, named as `../shared/API.md` says.
+
+use async_graphql::{ComplexObject, Context, Enum, SimpleObject, ID};
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use serde_json::Value;
+
+use super::errors::ApiResult;
+use super::loaders::{EmailsPageKey, EventsPageKey, Loaders};
+use projections::emails::EmailRow;
+use projections::log::StoredEvent;
+use projections::users::UserRow;
+
+/// Money in cents as an exact decimal.
+pub fn money(cents: i64) -> Decimal {
+    Decimal::new(cents, 2)
+}
+
+/// A client's status.
+#[derive(Enum, Copy, Clone, Debug, PartialEq, Eq)]
+pub enum UserStatus {
+    /// Receiving emails.
+    Active,
+    /// Opted out of emails.
+    Unsubscribed,
+    /// Deleted.
+    Deleted,
+}
+
+impl UserStatus {
+    fn from_view(s: &str) -> Self {
+        match s {
+            "UNSUBSCRIBED" => Self::Unsubscribed,
+            "DELETED" => Self::Deleted,
+            _ => Self::Active,
+        }
+    }
+
+    /// The view's spelling.
+    pub fn as_view(self) -> &'static str {
+        match self {
+            Self::Active => "ACTIVE",
+            Self::Unsubscribed => "UNSUBSCRIBED",
+            Self::Deleted => "DELETED",
+        }
+    }
+}
+
+/// An email's delivery status.
+#[derive(Enum, Copy, Clone, Debug, PartialEq, Eq)]
+pub enum EmailStatus {
+    /// Written, not yet released for delivery.
+    Generated,
+    /// Ready for delivery (the seed's "would send").
+    WouldSend,
+    /// Delivered.
+    Sent,
+}
+
+impl EmailStatus {
+    fn from_view(s: &str) -> Self {
+        match s {
+            "WOULD_SEND" => Self::WouldSend,
+            "SENT" => Self::Sent,
+            _ => Self::Generated,
+        }
+    }
+
+    /// The view's spelling.
+    pub fn as_view(self) -> &'static str {
+        match self {
+            Self::Generated => "GENERATED",
+            Self::WouldSend => "WOULD_SEND",
+            Self::Sent => "SENT",
+        }
+    }
+}
+
+/// One reason behind a score.
+#[derive(SimpleObject, Clone, Debug, serde::Deserialize)]
+pub struct ScoreFactor {
+    /// Short name (`recency`, `frequency`, ...).
+    pub name: String,
+    /// Points it added (negative: took away).
+    pub points: f64,
+    /// A sentence.
+    pub detail: String,
+}
+
+/// A score with its reasons.
+#[derive(SimpleObject, Clone, Debug)]
+pub struct ScoreBreakdown {
+    /// Policy that produced it (`cadence-v2`, `seed-v1`, `manual`).
+    pub policy: String,
+    /// The score.
+    pub score: i32,
+    /// `at_risk`, `watch` or `healthy`.
+    pub band: String,
+    /// Factor by factor.
+    pub factors: Vec<ScoreFactor>,
+    /// The moment it describes.
+    pub as_of: DateTime<Utc>,
+    /// When time alone will next change it, if ever.
+    pub next_change_at: Option<DateTime<Utc>>,
+}
+
+fn breakdown(row: &UserRow) -> ScoreBreakdown {
+    ScoreBreakdown {
+        policy: row.score_policy.clone(),
+        score: i32::from(row.engagement_score),
+        band: row.score_band.clone(),
+        factors: serde_json::from_value(row.score_factors.clone()).unwrap_or_default(),
+        as_of: row.score_as_of.unwrap_or(row.created_at),
+        next_change_at: row.next_score_change_at,
+    }
+}
+
+/// A client, from the users read model.
+#[derive(SimpleObject, Clone, Debug)]
+#[graphql(complex)]
+pub struct User {
+    /// Id.
+    pub id: ID,
+    /// Name.
+    pub name: String,
+    /// Email address.
+    pub email: String,
+    /// Preferred categories.
+    pub preferred_categories: Vec<String>,
+    /// Orders placed.
+    pub order_count: i32,
+    /// Mean order value.
+    pub average_order_value: Decimal,
+    /// Sum of all orders.
+    pub total_spent: Decimal,
+    /// Last order.
+    pub last_order_date: Option<DateTime<Utc>>,
+    /// Score 0..=100, lower = more at risk.
+    pub engagement_score: i32,
+    /// In the at-risk band.
+    pub at_risk: bool,
+    /// The score's reasons.
+    pub score_breakdown: ScoreBreakdown,
+    /// Last email written to the client.
+    pub last_email_date: Option<DateTime<Utc>>,
+    /// Status.
+    pub status: UserStatus,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+    /// The aggregate version (sequence of its last event) this view reflects.
+    pub version: i32,
+}
+
+impl From<UserRow> for User {
+    fn from(row: UserRow) -> Self {
+        Self {
+            id: ID(row.id.to_string()),
+            score_breakdown: breakdown(&row),
+            name: row.name,
+            email: row.email,
+            preferred_categories: row.preferred_categories,
+            order_count: row.order_count,
+            average_order_value: money(row.average_order_value_cents),
+            total_spent: money(row.total_spent_cents),
+            last_order_date: row.last_order_date,
+            engagement_score: i32::from(row.engagement_score),
+            at_risk: row.at_risk,
+            last_email_date: row.last_email_date,
+            status: UserStatus::from_view(&row.status),
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+            version: i32::try_from(row.version).unwrap_or(i32::MAX),
+        }
+    }
+}
+
+impl User {
+    fn uuid(&self) -> uuid::Uuid {
+        // Built from a UserRow's uuid.
+        self.id.parse().unwrap_or_default()
+    }
+}
+
+#[ComplexObject]
+impl User {
+    /// The client's emails, newest first.
+    #[graphql(
+        complexity = "super::cursor::page_size(first).unwrap_or(0) as usize * child_complexity"
+    )]
+    async fn emails(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> async_graphql::Result<EmailConnection> {
+        let key = EmailsPageKey::new(self.uuid(), first, after.as_deref())?;
+        Ok(ctx.data_unchecked::<Loaders>().emails_page(key).await?)
+    }
+
+    /// The client's events, oldest first.
+    #[graphql(
+        complexity = "super::cursor::page_size(first).unwrap_or(0) as usize * child_complexity"
+    )]
+    async fn history(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> async_graphql::Result<EventConnection> {
+        let key = EventsPageKey::new(self.uuid(), first, after.as_deref())?;
+        Ok(ctx.data_unchecked::<Loaders>().events_page(key).await?)
+    }
+}
+
+/// A generated email, from the emails read model.
+#[derive(SimpleObject, Clone, Debug)]
+#[graphql(complex)]
+pub struct Email {
+    /// Id.
+    pub id: ID,
+    /// The client.
+    pub user_id: ID,
+    /// Subject line.
+    pub subject: String,
+    /// Preview text.
+    pub preheader: String,
+    /// HTML body (rendered by our template, escaped).
+    pub html: String,
+    /// Plain-text body.
+    pub text: String,
+    /// Status.
+    pub status: EmailStatus,
+    /// When written.
+    pub generated_at: DateTime<Utc>,
+    /// The client's score then.
+    pub engagement_score_at_time: i32,
+    /// `llm:<model>` or `template:<version>`.
+    pub generator: String,
+}
+
+impl From<EmailRow> for Email {
+    fn from(row: EmailRow) -> Self {
+        Self {
+            id: ID(row.id.to_string()),
+            user_id: ID(row.user_id.to_string()),
+            subject: row.subject,
+            preheader: row.preheader,
+            html: row.html,
+            text: row.text,
+            status: EmailStatus::from_view(&row.status),
+            generated_at: row.generated_at,
+            engagement_score_at_time: i32::from(row.engagement_score_at_time),
+            generator: row.generator,
+        }
+    }
+}
+
+#[ComplexObject]
+impl Email {
+    /// The client.
+    async fn user(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<User>> {
+        let Ok(id) = self.user_id.parse() else {
+            return Ok(None);
+        };
+        Ok(ctx.data_unchecked::<Loaders>().user(id).await?)
+    }
+}
+
+/// One event of the log.
+#[derive(SimpleObject, Clone, Debug)]
+pub struct Event {
+    /// Position in the whole log.
+    pub global_position: i64,
+    /// The client.
+    pub user_id: ID,
+    /// The client's version after this event.
+    pub sequence: i32,
+    /// `UserCreated`, `UserScored`, ...
+    #[graphql(name = "type")]
+    pub event_type: String,
+    /// Event schema version.
+    pub version: String,
+    /// When the database recorded it.
+    pub recorded_at: DateTime<Utc>,
+    /// The payload (upcast to the current schema).
+    pub payload: async_graphql::Json<Value>,
+    /// `actor`, `requestId`, `correlationId`, `causationId`.
+    pub metadata: async_graphql::Json<Value>,
+}
+
+impl Event {
+    /// From a stored event.
+    ///
+    /// # Errors
+    /// The payload cannot be read.
+    pub fn from_stored(e: &StoredEvent) -> ApiResult<Self> {
+        Ok(Self {
+            global_position: e.position.global_position,
+            user_id: ID(e.user_id.to_string()),
+            sequence: i32::try_from(e.sequence).unwrap_or(i32::MAX),
+            event_type: e.event_type.clone(),
+            version: e.event_version.clone(),
+            recorded_at: e.recorded_at,
+            payload: async_graphql::Json(e.payload()?),
+            metadata: async_graphql::Json(e.metadata.clone()),
+        })
+    }
+}
+
+/// A client as they stood at a moment or version, replayed from the log.
+#[derive(SimpleObject, Clone, Debug)]
+pub struct UserState {
+    /// Id.
+    pub id: ID,
+    /// Name.
+    pub name: String,
+    /// Email.
+    pub email: String,
+    /// Preferred categories.
+    pub preferred_categories: Vec<String>,
+    /// Orders.
+    pub order_count: i32,
+    /// Mean order value.
+    pub average_order_value: Decimal,
+    /// Sum of orders.
+    pub total_spent: Decimal,
+    /// Last order.
+    pub last_order_date: Option<DateTime<Utc>>,
+    /// Score.
+    pub engagement_score: i32,
+    /// At-risk band.
+    pub at_risk: bool,
+    /// The score's reasons.
+    pub score_breakdown: Option<ScoreBreakdown>,
+    /// Last email.
+    pub last_email_date: Option<DateTime<Utc>>,
+    /// Status.
+    pub status: UserStatus,
+    /// Created.
+    pub created_at: Option<DateTime<Utc>>,
+    /// Last change.
+    pub updated_at: Option<DateTime<Utc>>,
+    /// The moment asked about (or the time of the version asked about).
+    pub as_of: DateTime<Utc>,
+    /// The version the state reflects.
+    pub version: i32,
+}
+
+impl UserState {
+    /// The state of a replayed client.
+    pub fn from_client(
+        client: &domain::client::Client,
+        version: i64,
+        as_of: DateTime<Utc>,
+    ) -> Self {
+        use domain::client::Lifecycle;
+        let score = client.score();
+        Self {
+            id: ID(client.id().map(|i| i.to_string()).unwrap_or_default()),
+            name: client.name().to_owned(),
+            email: client.email().to_owned(),
+            preferred_categories: client.preferred_categories().to_vec(),
+            order_count: i32::try_from(client.orders().order_count).unwrap_or(i32::MAX),
+            average_order_value: money(client.orders().average_order_value_cents),
+            total_spent: money(client.orders().total_spent_cents),
+            last_order_date: client.orders().last_order_at,
+            engagement_score: score.map_or(0, |s| i32::from(s.score)),
+            at_risk: score.is_some_and(|s| s.band == domain::scoring::Band::AtRisk),
+            score_breakdown: score.map(|s| ScoreBreakdown {
+                policy: s.policy.clone(),
+                score: i32::from(s.score),
+                band: s.band.as_str().to_owned(),
+                factors: s
+                    .factors
+                    .iter()
+                    .map(|f| ScoreFactor {
+                        name: f.name.clone(),
+                        points: f.points,
+                        detail: f.detail.clone(),
+                    })
+                    .collect(),
+                as_of: s.as_of,
+                next_change_at: s.next_change_at,
+            }),
+            last_email_date: client.last_email_at(),
+            status: match client.lifecycle() {
+                Lifecycle::Unsubscribed => UserStatus::Unsubscribed,
+                Lifecycle::Deleted => UserStatus::Deleted,
+                Lifecycle::New | Lifecycle::Active => UserStatus::Active,
+            },
+            created_at: client.created_at(),
+            updated_at: client.updated_at(),
+            as_of,
+            version: i32::try_from(version).unwrap_or(i32::MAX),
+        }
+    }
+}
+
+/// A durable email job.
+#[derive(SimpleObject, Clone, Debug)]
+pub struct EmailJob {
+    /// Id.
+    pub id: ID,
+    /// The client.
+    pub user_id: ID,
+    /// Status.
+    pub status: EmailJobStatus,
+    /// Attempts made.
+    pub attempts: i32,
+    /// The last failure or skip reason.
+    pub last_error: Option<String>,
+    /// When it is next due.
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+    /// The email it recorded, once done.
+    pub email_id: Option<ID>,
+    /// Global position of the triggering event.
+    pub trigger_position: i64,
+}
+
+/// Where an email job stands.
+#[derive(Enum, Copy, Clone, Debug, PartialEq, Eq)]
+pub enum EmailJobStatus {
+    /// Waiting to run.
+    Pending,
+    /// Held by a worker.
+    Running,
+    /// The email was recorded.
+    Done,
+    /// Failed on every attempt; retry from here.
+    Dead,
+    /// The client was no longer eligible.
+    Skipped,
+}
+
+impl EmailJobStatus {
+    /// The table's spelling.
+    pub fn as_db(self) -> &'static str {
+        match self {
+            Self::Pending => "PENDING",
+            Self::Running => "RUNNING",
+            Self::Done => "DONE",
+            Self::Dead => "DEAD",
+            Self::Skipped => "SKIPPED",
+        }
+    }
+
+    /// From the table's spelling.
+    pub fn from_db(s: &str) -> Self {
+        match s {
+            "RUNNING" => Self::Running,
+            "DONE" => Self::Done,
+            "DEAD" => Self::Dead,
+            "SKIPPED" => Self::Skipped,
+            _ => Self::Pending,
+        }
+    }
+}
+
+/// Counts for the overview.
+#[derive(SimpleObject, Clone, Debug)]
+pub struct EngagementSummary {
+    /// Clients (not deleted).
+    pub users: i32,
+    /// Of them, at risk.
+    pub at_risk: i32,
+    /// Their mean score.
+    pub average_score: f64,
+    /// Emails written.
+    pub emails: i32,
+    /// Clients per score bucket: 0-9, 10-19, ..., 90-100.
+    pub score_histogram: Vec<i32>,
+}
+
+/// The service's health.
+#[derive(SimpleObject, Clone, Debug)]
+pub struct Health {
+    /// `ok` or `degraded`.
+    pub status: String,
+    /// Build version.
+    pub version: String,
+    /// `up` or `down`.
+    pub database: String,
+    /// The email writer in use and its state.
+    pub email_writer: String,
+    /// Events the slowest read model is behind the log.
+    pub projection_lag: i32,
+}
+
+/// Relay page info.
+#[derive(SimpleObject, Clone, Debug, Default)]
+pub struct PageInfo {
+    /// More items follow.
+    pub has_next_page: bool,
+    /// Cursor of the last item.
+    pub end_cursor: Option<String>,
+}
+
+macro_rules! connection {
+    ($node:ty, $connection:ident, $edge:ident) => {
+        /// An item with its cursor.
+        #[derive(SimpleObject, Clone, Debug)]
+        pub struct $edge {
+            /// Where it is.
+            pub cursor: String,
+            /// The item.
+            pub node: $node,
+        }
+
+        /// A Relay connection.
+        #[derive(SimpleObject, Clone, Debug)]
+        pub struct $connection {
+            /// Items with cursors.
+            pub edges: Vec<$edge>,
+            /// Items.
+            pub nodes: Vec<$node>,
+            /// Paging.
+            pub page_info: PageInfo,
+            /// Items in the whole list.
+            pub total_count: i64,
+        }
+
+        impl $connection {
+            /// A page of `items` fetched with one extra to learn whether more follow.
+            pub fn from_page(
+                mut items: Vec<(String, $node)>,
+                limit: i64,
+                total_count: i64,
+            ) -> Self {
+                let has_next_page = items.len() as i64 > limit;
+                items.truncate(usize::try_from(limit).unwrap_or(0));
+                let end_cursor = items.last().map(|(c, _)| c.clone());
+                Self {
+                    nodes: items.iter().map(|(_, n)| n.clone()).collect(),
+                    edges: items
+                        .into_iter()
+                        .map(|(cursor, node)| $edge { cursor, node })
+                        .collect(),
+                    page_info: PageInfo {
+                        has_next_page,
+                        end_cursor,
+                    },
+                    total_count,
+                }
+            }
+        }
+    };
+}
+
+connection!(User, UserConnection, UserEdge);
+connection!(Email, EmailConnection, EmailEdge);
+connection!(Event, EventConnection, EventEdge);
+connection!(EmailJob, EmailJobConnection, EmailJobEdge);

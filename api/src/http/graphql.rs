@@ -1,0 +1,360 @@
+//! `POST /graphql`, `GET /graphql` (the playground, or a query over GET) and
+//! `GET /graphql/ws` (subscriptions).
+//!
+//! Hardening, after the OWASP GraphQL cheat sheet: a bearer token on every operation; POST
+//! bodies must be JSON (a `text/plain` form post from another site is refused: CSRF); bodies
+//! over 1 MB are answered 413; batched requests are refused; mutations never run over GET;
+//! depth, complexity, directive and alias limits; a request timeout.
+
+use std::time::Duration;
+
+use async_graphql::http::{WebSocketProtocols, WsMessage, ALL_WEBSOCKET_PROTOCOLS};
+use async_graphql::parser::types::{ExecutableDocument, OperationType, Selection, SelectionSet};
+use async_graphql::Data;
+use axum::body::Bytes;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query as UrlQuery, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use futures::{SinkExt as _, StreamExt as _};
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::app::AppState;
+use crate::graphql::auth::Principal;
+use crate::graphql::errors::ApiError;
+use crate::graphql::loaders::Loaders;
+use crate::graphql::RequestMeta;
+
+/// Largest request body accepted.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+/// Most aliased fields in one document.
+pub const MAX_ALIASES: usize = 30;
+/// Longest a request may run.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often a subscription connection is pinged.
+pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+/// The GraphQL routes.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/graphql", get(get_graphql).post(post_graphql))
+        .route("/graphql/ws", get(websocket))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+}
+
+/// A GraphQL-shaped error response with an HTTP status.
+fn refuse(status: StatusCode, error: &ApiError) -> Response {
+    let error = error.to_graphql();
+    let body =
+        json!({ "errors": [ { "message": error.message, "extensions": error.extensions } ] });
+    (status, Json(body)).into_response()
+}
+
+fn principal(state: &AppState, headers: &HeaderMap) -> Option<Principal> {
+    let header = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    state.tokens.from_header(header)
+}
+
+fn request_meta(headers: &HeaderMap) -> RequestMeta {
+    let correlation_id = headers
+        .get("x-correlation-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.chars().all(|c| c.is_ascii_graphic()))
+        .map(str::to_owned);
+    RequestMeta {
+        request_id: Uuid::new_v4().to_string(),
+        correlation_id,
+    }
+}
+
+fn count_aliases(set: &SelectionSet, doc: &ExecutableDocument, depth: usize) -> usize {
+    if depth > 64 {
+        return 0;
+    }
+    set.items
+        .iter()
+        .map(|item| match &item.node {
+            Selection::Field(f) => {
+                usize::from(f.node.alias.is_some())
+                    + count_aliases(&f.node.selection_set.node, doc, depth + 1)
+            }
+            Selection::InlineFragment(f) => {
+                count_aliases(&f.node.selection_set.node, doc, depth + 1)
+            }
+            Selection::FragmentSpread(s) => doc
+                .fragments
+                .get(&s.node.fragment_name.node)
+                .map_or(0, |frag| {
+                    count_aliases(&frag.node.selection_set.node, doc, depth + 1)
+                }),
+        })
+        .sum()
+}
+
+/// Checks what the schema's own limits do not: aliases, and that GET carries no mutation.
+fn precheck(request: &async_graphql::Request, over_get: bool) -> Result<(), ApiError> {
+    let Ok(doc) = async_graphql::parser::parse_query(&request.query) else {
+        // Let the executor report the syntax error with its position.
+        return Ok(());
+    };
+    let mut aliases = 0;
+    for (name, op) in doc.operations.iter() {
+        aliases += count_aliases(&op.node.selection_set.node, &doc, 0);
+        let selected = request
+            .operation_name
+            .as_deref()
+            .is_none_or(|wanted| name.is_some_and(|n| n.as_str() == wanted));
+        if over_get && selected && op.node.ty != OperationType::Query {
+            return Err(ApiError::validation(
+                "query",
+                "only queries may be sent over GET; use POST",
+            ));
+        }
+    }
+    if aliases > MAX_ALIASES {
+        return Err(ApiError::validation(
+            "query",
+            format!("at most {MAX_ALIASES} aliases per request"),
+        ));
+    }
+    Ok(())
+}
+
+async fn execute(
+    state: &AppState,
+    principal: Principal,
+    meta: RequestMeta,
+    request: async_graphql::Request,
+) -> Response {
+    let request = request
+        .data(principal)
+        .data(meta)
+        .data(Loaders::new(state.pool.clone()));
+    match tokio::time::timeout(REQUEST_TIMEOUT, state.schema.execute(request)).await {
+        Ok(mut response) => {
+            // Errors raised before any resolver ran (syntax, unknown fields, depth, complexity)
+            // come without a code; they are all faults of the request.
+            for error in &mut response.errors {
+                let extensions = error.extensions.get_or_insert_with(Default::default);
+                if extensions.get("code").is_none() {
+                    extensions.set("code", "VALIDATION");
+                }
+            }
+            Json(response).into_response()
+        }
+        Err(_) => refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &ApiError::Internal(anyhow::anyhow!(
+                "request timed out after {REQUEST_TIMEOUT:?}"
+            )),
+        ),
+    }
+}
+
+#[tracing::instrument(skip_all)]
+async fn post_graphql(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let media = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    if media != "application/json" && media != "application/graphql-response+json" {
+        return refuse(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            &ApiError::validation("Content-Type", "POST bodies must be application/json"),
+        );
+    }
+    let Some(principal) = principal(&state, &headers) else {
+        return refuse(StatusCode::UNAUTHORIZED, &ApiError::Unauthenticated);
+    };
+    let value: serde_json::Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                &ApiError::validation("body", format!("not JSON: {e}")),
+            )
+        }
+    };
+    if value.is_array() {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            &ApiError::validation("body", "batched requests are not supported"),
+        );
+    }
+    let request: async_graphql::Request = match serde_json::from_value(value) {
+        Ok(r) => r,
+        Err(e) => {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                &ApiError::validation("body", format!("not a GraphQL request: {e}")),
+            )
+        }
+    };
+    if let Err(error) = precheck(&request, false) {
+        return refuse(StatusCode::BAD_REQUEST, &error);
+    }
+    execute(&state, principal, request_meta(&headers), request).await
+}
+
+/// Query-string form of a GraphQL request.
+#[derive(Debug, serde::Deserialize)]
+struct GetParams {
+    query: Option<String>,
+    #[serde(rename = "operationName")]
+    operation_name: Option<String>,
+    variables: Option<String>,
+}
+
+#[tracing::instrument(skip_all)]
+async fn get_graphql(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    UrlQuery(params): UrlQuery<GetParams>,
+) -> Response {
+    let Some(query) = params.query else {
+        return Html(crate::http::playground::page("/graphql", "/graphql/ws")).into_response();
+    };
+    let Some(principal) = principal(&state, &headers) else {
+        return refuse(StatusCode::UNAUTHORIZED, &ApiError::Unauthenticated);
+    };
+    let mut request = async_graphql::Request::new(query);
+    if let Some(name) = params.operation_name {
+        request = request.operation_name(name);
+    }
+    if let Some(variables) = params.variables {
+        match serde_json::from_str::<serde_json::Value>(&variables) {
+            Ok(v) => request = request.variables(async_graphql::Variables::from_json(v)),
+            Err(_) => {
+                return refuse(
+                    StatusCode::BAD_REQUEST,
+                    &ApiError::validation("variables", "not JSON"),
+                )
+            }
+        }
+    }
+    if let Err(error) = precheck(&request, true) {
+        return refuse(StatusCode::METHOD_NOT_ALLOWED, &error);
+    }
+    execute(&state, principal, request_meta(&headers), request).await
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct WsParams {
+    token: Option<String>,
+}
+
+/// Subscriptions over WebSocket (graphql-transport-ws, and the legacy graphql-ws). The token
+/// comes in `connection_init` (`{"Authorization": "Bearer ..."}` or `{"token": "..."}`) or
+/// as `?token=` on the URL.
+async fn websocket(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    UrlQuery(params): UrlQuery<WsParams>,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let protocol = headers
+        .get(header::SEC_WEBSOCKET_PROTOCOL)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.split(',')
+                .map(str::trim)
+                .find_map(|p| p.parse::<WebSocketProtocols>().ok())
+        })
+        .unwrap_or(WebSocketProtocols::GraphQLWS);
+    let from_url = params.token.and_then(|t| state.tokens.authenticate(&t));
+    let from_header = principal(&state, &headers);
+    upgrade
+        .protocols(ALL_WEBSOCKET_PROTOCOLS)
+        .on_upgrade(move |socket| serve_socket(socket, state, protocol, from_url.or(from_header)))
+}
+
+async fn serve_socket(
+    socket: WebSocket,
+    state: AppState,
+    protocol: WebSocketProtocols,
+    pre_authenticated: Option<Principal>,
+) {
+    let (mut sink, stream) = socket.split();
+    let input = stream
+        .take_while(|message| futures::future::ready(message.is_ok()))
+        .filter_map(|message| async move {
+            match message {
+                Ok(Message::Text(text)) => Some(text.to_string()),
+                Ok(Message::Binary(bytes)) => String::from_utf8(bytes.to_vec()).ok(),
+                _ => None,
+            }
+        });
+    let tokens = state.tokens.clone();
+    let on_init = move |payload: serde_json::Value| async move {
+        let token = payload
+            .get("Authorization")
+            .or_else(|| payload.get("authorization"))
+            .and_then(|v| v.as_str())
+            .map(|v| {
+                v.trim_start_matches("Bearer ")
+                    .trim_start_matches("bearer ")
+                    .to_owned()
+            })
+            .or_else(|| {
+                payload
+                    .get("token")
+                    .and_then(|v| v.as_str())
+                    .map(str::to_owned)
+            });
+        let principal = token
+            .and_then(|t| tokens.authenticate(&t))
+            .or(pre_authenticated);
+        match principal {
+            Some(p) => {
+                let mut data = Data::default();
+                data.insert(p);
+                Ok(data)
+            }
+            None => Err(ApiError::Unauthenticated.to_graphql()),
+        }
+    };
+    let mut graphql = Box::pin(
+        async_graphql::http::WebSocket::new(state.schema.clone(), input, protocol)
+            .on_connection_init(on_init),
+    );
+    let mut keep_alive = tokio::time::interval(KEEP_ALIVE);
+    keep_alive.tick().await;
+    loop {
+        tokio::select! {
+            message = graphql.next() => match message {
+                Some(WsMessage::Text(text)) => {
+                    if sink.send(Message::Text(text.into())).await.is_err() {
+                        break;
+                    }
+                }
+                Some(WsMessage::Close(code, reason)) => {
+                    let frame = axum::extract::ws::CloseFrame { code, reason: reason.into() };
+                    let _ = sink.send(Message::Close(Some(frame))).await;
+                    break;
+                }
+                None => break,
+            },
+            _ = keep_alive.tick() => {
+                let ping = match protocol {
+                    WebSocketProtocols::GraphQLWS => r#"{"type":"ping"}"#,
+                    WebSocketProtocols::SubscriptionsTransportWS => r#"{"type":"ka"}"#,
+                };
+                if sink.send(Message::Text(ping.into())).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+}

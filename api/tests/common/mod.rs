@@ -1,0 +1,134 @@
+//! A spawned server with its own database, and a small GraphQL client for it.
+
+#![allow(dead_code)] // each test binary uses a different part of this helper
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use api::app::{App, AppParts};
+use api::graphql::auth::{digest_hex, TokenStore};
+use chrono::{TimeZone, Utc};
+use projections::clock::ManualClock;
+use serde_json::{json, Value};
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+pub const ADMIN: &str = "admin-token-for-tests";
+pub const OPERATOR: &str = "operator-token-for-tests";
+pub const VIEWER: &str = "viewer-token-for-tests";
+
+pub struct TestApp {
+    pub address: String,
+    pub pool: PgPool,
+    pub clock: Arc<ManualClock>,
+    pub client: reqwest::Client,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+pub fn tokens() -> TokenStore {
+    TokenStore::parse(&format!(
+        "admin:root:{},operator:ops:{},viewer:watcher:{}",
+        digest_hex(ADMIN),
+        digest_hex(OPERATOR),
+        digest_hex(VIEWER)
+    ))
+    .unwrap()
+}
+
+pub async fn spawn_app(pool: PgPool) -> TestApp {
+    let clock = Arc::new(ManualClock::new(
+        Utc.with_ymd_and_hms(2026, 3, 2, 9, 0, 0).unwrap(),
+    ));
+    spawn_app_with_clock(pool, clock).await
+}
+
+pub async fn spawn_app_with_clock(pool: PgPool, clock: Arc<ManualClock>) -> TestApp {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = oneshot::channel::<()>();
+    let app = App::build(AppParts {
+        clock: clock.clone(),
+        tokens: tokens(),
+        shutdown_grace: Duration::from_secs(2),
+        ..AppParts::new(pool.clone())
+    });
+    tokio::spawn(app.run(listener, async move {
+        let _ = stopped.await;
+    }));
+    TestApp {
+        address,
+        pool,
+        clock,
+        client: reqwest::Client::new(),
+        stop: Some(stop),
+    }
+}
+
+impl TestApp {
+    /// POSTs a GraphQL request with `token`; returns (HTTP status, body).
+    pub async fn gql_as(&self, token: Option<&str>, query: &str, variables: Value) -> (u16, Value) {
+        let mut request = self
+            .client
+            .post(format!("{}/graphql", self.address))
+            .json(&json!({ "query": query, "variables": variables }));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// As the operator; panics on GraphQL errors.
+    pub async fn gql(&self, query: &str, variables: Value) -> Value {
+        self.gql_ok(OPERATOR, query, variables).await
+    }
+
+    pub async fn gql_ok(&self, token: &str, query: &str, variables: Value) -> Value {
+        let (status, body) = self.gql_as(Some(token), query, variables).await;
+        assert_eq!(status, 200, "{body}");
+        assert!(body.get("errors").is_none(), "unexpected errors: {body}");
+        body["data"].clone()
+    }
+
+    /// The first error's `extensions.code`.
+    pub async fn error_code(
+        &self,
+        token: Option<&str>,
+        query: &str,
+        variables: Value,
+    ) -> (String, Value) {
+        let (_, body) = self.gql_as(token, query, variables).await;
+        let code = body["errors"][0]["extensions"]["code"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        (code, body)
+    }
+
+    pub async fn create_user(&self, name: &str, email: &str) -> String {
+        let data = self
+            .gql(
+                "mutation($input: CreateUserInput!) { createUser(input: $input) { id } }",
+                json!({ "input": { "name": name, "email": email, "preferredCategories": ["Denim"] } }),
+            )
+            .await;
+        data["createUser"]["id"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn event_count(&self) -> i64 {
+        sqlx::query_scalar("select count(*) from events")
+            .fetch_one(&self.pool)
+            .await
+            .unwrap()
+    }
+}
