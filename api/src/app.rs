@@ -10,8 +10,11 @@ use domain::client::ClientServices;
 use projections::clock::{Clock, SystemClock};
 use projections::commands::CommandBus;
 use projections::consumer::ConsumerSettings;
-use projections::runtime::ReadModels;
+use projections::email_workers::{ConfiguredWriter, WorkerSettings};
+use projections::process_manager::ProcessManagerSettings;
+use projections::runtime::{EmailSettings, ReadModels};
 use projections::scheduler::{RescoreSettings, Rescorer};
+use projections::writer::template::TemplateWriter;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
@@ -74,6 +77,8 @@ pub struct AppParts {
     pub tokens: TokenStore,
     /// Origins allowed to call the API from a browser (none: same origin only).
     pub cors_origins: Vec<HeaderValue>,
+    /// The process manager and email workers.
+    pub email: EmailSettings,
 }
 
 impl AppParts {
@@ -87,6 +92,11 @@ impl AppParts {
             rescore: RescoreSettings::default(),
             tokens: TokenStore::default(),
             cors_origins: Vec::new(),
+            email: EmailSettings {
+                writer: ConfiguredWriter::Template(TemplateWriter),
+                workers: WorkerSettings::default(),
+                process_manager: ProcessManagerSettings::default(),
+            },
         }
     }
 }
@@ -117,15 +127,23 @@ impl App {
             stop.clone(),
             &mut background,
         );
-        let email_writer: Arc<dyn Fn() -> String + Send + Sync> =
-            Arc::new(|| "none (no process manager running)".to_owned());
+        let jobs_signal = Arc::new(tokio::sync::Notify::new());
+        let email_writer = projections::runtime::start_emails(
+            &parts.pool,
+            commands.clone(),
+            parts.email,
+            &read_models,
+            jobs_signal.clone(),
+            &mut background,
+            &stop,
+        );
         let schema = build_schema(ApiContext {
             pool: parts.pool.clone(),
             commands: commands.clone(),
             read_models: read_models.clone(),
             live,
             email_writer: email_writer.clone(),
-            jobs_signal: Arc::new(tokio::sync::Notify::new()),
+            jobs_signal,
         });
         Self {
             cors_origins: parts.cors_origins,

@@ -160,7 +160,9 @@ async fn run_serve(database: &DatabaseConfig, config: ServeConfig) -> anyhow::Re
                 .map_err(|_| anyhow::anyhow!("CORS_ORIGINS: {o:?} is not a valid origin"))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
+    let email = config.email.settings(config.scoring.email_cooldown_days)?;
     let app = App::build(AppParts {
+        email,
         tokens,
         cors_origins,
         services: config.scoring.client_services(),

@@ -151,6 +151,101 @@ pub struct ServeConfig {
     /// Browser origins allowed to call the API (comma-separated); empty: same origin only.
     #[arg(long, env = "CORS_ORIGINS", default_value = "")]
     pub cors_origins: String,
+    /// Email writing.
+    #[command(flatten)]
+    pub email: EmailConfig,
+}
+
+/// How re-engagement emails are written.
+#[derive(Clone, Args)]
+pub struct EmailConfig {
+    /// API key of the OpenAI-compatible LLM provider; without one, the offline template
+    /// writes every email.
+    #[arg(long, env = "OPENROUTER_API_KEY", hide_env_values = true)]
+    pub openrouter_api_key: Option<String>,
+    /// Base URL of the chat-completions API.
+    #[arg(
+        long,
+        env = "LLM_BASE_URL",
+        default_value = "https://openrouter.ai/api/v1"
+    )]
+    pub llm_base_url: String,
+    /// Model name.
+    #[arg(long, env = "LLM_MODEL", default_value = "openai/gpt-4o-mini")]
+    pub llm_model: String,
+    /// Seconds before an LLM request is abandoned.
+    #[arg(long, env = "LLM_TIMEOUT_SECS", default_value_t = 30)]
+    pub llm_timeout_secs: u64,
+    /// Most LLM requests per minute.
+    #[arg(long, env = "LLM_REQUESTS_PER_MINUTE", default_value_t = 60, value_parser = clap::value_parser!(u32).range(1..))]
+    pub llm_requests_per_minute: u32,
+    /// Emails written at once.
+    #[arg(long, env = "EMAIL_CONCURRENCY", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub email_concurrency: u16,
+    /// Attempts before an email job is dead.
+    #[arg(long, env = "EMAIL_MAX_ATTEMPTS", default_value_t = 5, value_parser = clap::value_parser!(i32).range(1..=50))]
+    pub email_max_attempts: i32,
+    /// Write with the template when the LLM has failed for good.
+    #[arg(long, env = "EMAIL_FALLBACK_TEMPLATE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub email_fallback_template: bool,
+    /// Scores below this make an email job.
+    #[arg(long, env = "AT_RISK_THRESHOLD", default_value_t = 50, value_parser = clap::value_parser!(u8).range(1..=100))]
+    pub at_risk_threshold: u8,
+}
+
+impl std::fmt::Debug for EmailConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmailConfig")
+            .field(
+                "openrouter_api_key",
+                &self.openrouter_api_key.as_ref().map(|_| "[redacted]"),
+            )
+            .field("llm_base_url", &self.llm_base_url)
+            .field("llm_model", &self.llm_model)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EmailConfig {
+    /// The email settings, with the writer chosen by whether a key is configured.
+    ///
+    /// # Errors
+    /// The HTTP client cannot be built.
+    pub fn settings(
+        &self,
+        cooldown_days: u16,
+    ) -> anyhow::Result<projections::runtime::EmailSettings> {
+        use projections::email_workers::{ConfiguredWriter, WorkerSettings};
+        use projections::writer::openai::{OpenAiSettings, OpenAiWriter, Secret};
+        let writer = match self
+            .openrouter_api_key
+            .as_deref()
+            .map(str::trim)
+            .filter(|k| !k.is_empty())
+        {
+            Some(key) => ConfiguredWriter::Llm(OpenAiWriter::new(OpenAiSettings {
+                base_url: self.llm_base_url.clone(),
+                model: self.llm_model.clone(),
+                api_key: Secret::new(key),
+                timeout: std::time::Duration::from_secs(self.llm_timeout_secs),
+            })?),
+            None => ConfiguredWriter::Template(projections::writer::template::TemplateWriter),
+        };
+        Ok(projections::runtime::EmailSettings {
+            writer,
+            workers: WorkerSettings {
+                concurrency: usize::from(self.email_concurrency),
+                requests_per_minute: self.llm_requests_per_minute,
+                max_attempts: self.email_max_attempts,
+                fallback_to_template: self.email_fallback_template,
+                ..WorkerSettings::default()
+            },
+            process_manager: projections::process_manager::ProcessManagerSettings {
+                threshold: self.at_risk_threshold,
+                cooldown: chrono::Duration::days(i64::from(cooldown_days)),
+            },
+        })
+    }
 }
 
 /// Settings of `engagement backtest`.

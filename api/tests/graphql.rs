@@ -283,7 +283,7 @@ async fn history_shows_every_event_with_metadata_and_as_of_replays_the_past(pool
         .to_owned();
     app.clock.advance(Duration::days(10));
     app.gql(
-        "mutation($u: ID!) { setEngagementScore(userId: $u, score: 20, reason: \"audit\") { id } }",
+        "mutation($u: ID!) { setEngagementScore(userId: $u, score: 77, reason: \"audit\") { id } }",
         json!({ "u": id }),
     )
     .await;
@@ -318,7 +318,7 @@ async fn history_shows_every_event_with_metadata_and_as_of_replays_the_past(pool
             json!({ "u": id }),
         )
         .await;
-    assert_eq!(current["user"]["engagementScore"], 20);
+    assert_eq!(current["user"]["engagementScore"], 77);
     assert_eq!(v2["userAsOf"]["version"], 2);
     assert_ne!(
         v2["userAsOf"]["engagementScore"], 20,

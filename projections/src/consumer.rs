@@ -322,17 +322,32 @@ impl<P: Projection> Consumer<P> {
         Ok(BatchOutcome::Applied(events.len()))
     }
 
-    /// Applies batches until nothing is left to read.
+    /// Applies batches until the consumer has reached the head of the log as it stood when
+    /// called. Events can be committed yet not readable for a moment (an older transaction,
+    /// in any database of the cluster, is still open); this waits them out rather than taking
+    /// "nothing readable now" for "caught up".
     ///
     /// # Errors
-    /// As [`Consumer::run_once`].
+    /// As [`Consumer::run_once`], or the head was not reached within a minute.
     pub async fn catch_up(&self) -> anyhow::Result<usize> {
+        let target = log::head(&self.pool).await?;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         let mut applied = 0;
         loop {
             match self.run_once().await? {
                 BatchOutcome::Applied(n) => applied += n,
                 BatchOutcome::Contended => {}
-                BatchOutcome::Empty => return Ok(applied),
+                BatchOutcome::Empty => {
+                    if checkpoint(&self.pool, self.projection.name()).await? >= target {
+                        return Ok(applied);
+                    }
+                    anyhow::ensure!(
+                        tokio::time::Instant::now() < deadline,
+                        "consumer {} could not reach the head of the log: a transaction has been open for a minute",
+                        self.projection.name()
+                    );
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
             }
         }
     }

@@ -9,6 +9,9 @@
 //! - [`log`]: the gap-free reader of the whole log, in `(transaction_id, global_position)` order.
 //! - [`consumer`]: checkpointed consumers, their wake-up signal, read-your-writes, lag.
 //! - [`users`], [`emails`]: the read models.
+//! - [`process_manager`]: at-risk scores become email jobs, once per triggering event.
+//! - [`email_workers`]: jobs become emails: claim, write, record, retry; breaker and rate limit.
+//! - [`writer`]: the LLM and template email writers, and the escaping HTML template.
 //! - [`rebuild`]: rebuilding a read model into a fresh table and swapping it in.
 //! - [`runtime`]: starting the consumers in a service.
 //! - [`tail`]: the live tail of the log that feeds subscriptions.
@@ -20,12 +23,15 @@ pub mod clock;
 pub mod commands;
 pub mod consumer;
 pub mod db;
+pub mod email_workers;
 pub mod emails;
 pub mod log;
 pub mod position;
+pub mod process_manager;
 pub mod rebuild;
 pub mod runtime;
 pub mod scheduler;
 pub mod tail;
 pub mod upcast;
 pub mod users;
+pub mod writer;

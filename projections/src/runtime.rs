@@ -50,3 +50,46 @@ pub fn start(
     tasks.spawn(emails.run(stop.clone()));
     models
 }
+
+/// Email settings of a service.
+#[derive(Debug, Clone)]
+pub struct EmailSettings {
+    /// The writer.
+    pub writer: crate::email_workers::ConfiguredWriter,
+    /// Worker limits and retries.
+    pub workers: crate::email_workers::WorkerSettings,
+    /// When to write.
+    pub process_manager: crate::process_manager::ProcessManagerSettings,
+}
+
+/// Starts the process manager and the email workers on `tasks`; returns a function describing
+/// the writer and its breaker for health reports.
+pub fn start_emails(
+    pool: &PgPool,
+    bus: crate::commands::CommandBus,
+    settings: EmailSettings,
+    models: &ReadModels,
+    wake: std::sync::Arc<tokio::sync::Notify>,
+    tasks: &mut JoinSet<()>,
+    stop: &CancellationToken,
+) -> std::sync::Arc<dyn Fn() -> String + Send + Sync> {
+    let manager = Consumer::new(
+        pool.clone(),
+        crate::process_manager::ProcessManager::new(settings.process_manager),
+        ConsumerSettings::default(),
+        models.signal.clone(),
+    );
+    tasks.spawn(manager.run(stop.clone()));
+    let workers = crate::email_workers::EmailWorkers::new(
+        pool.clone(),
+        bus,
+        settings.writer,
+        settings.workers,
+        wake,
+    )
+    .woken_by(models.signal.clone());
+    let breaker = workers.breaker();
+    let label = workers.writer_label();
+    tasks.spawn(workers.run(stop.clone()));
+    std::sync::Arc::new(move || format!("{label} ({})", breaker.describe()))
+}

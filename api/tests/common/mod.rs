@@ -52,6 +52,15 @@ pub async fn spawn_app(pool: PgPool) -> TestApp {
 }
 
 pub async fn spawn_app_with_clock(pool: PgPool, clock: Arc<ManualClock>) -> TestApp {
+    spawn_app_with(pool, clock, Duration::from_secs(60)).await
+}
+
+/// A server whose rescore scheduler sweeps every `rescore_interval` (tests where time passes).
+pub async fn spawn_app_with(
+    pool: PgPool,
+    clock: Arc<ManualClock>,
+    rescore_interval: Duration,
+) -> TestApp {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = format!("http://{}", listener.local_addr().unwrap());
     let (stop, stopped) = oneshot::channel::<()>();
@@ -59,6 +68,10 @@ pub async fn spawn_app_with_clock(pool: PgPool, clock: Arc<ManualClock>) -> Test
         clock: clock.clone(),
         tokens: tokens(),
         shutdown_grace: Duration::from_secs(2),
+        rescore: projections::scheduler::RescoreSettings {
+            interval: rescore_interval,
+            ..Default::default()
+        },
         ..AppParts::new(pool.clone())
     });
     tokio::spawn(app.run(listener, async move {
@@ -130,5 +143,17 @@ impl TestApp {
             .fetch_one(&self.pool)
             .await
             .unwrap()
+    }
+}
+
+/// The clock's time as RFC 3339.
+pub trait ClockExt {
+    fn now_rfc3339(&self) -> String;
+}
+
+impl ClockExt for ManualClock {
+    fn now_rfc3339(&self) -> String {
+        use projections::clock::Clock as _;
+        self.now().to_rfc3339()
     }
 }

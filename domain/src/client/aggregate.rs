@@ -181,6 +181,16 @@ impl Client {
             _ => {}
         }
         let mut decision = Decision::new(self);
+        // A manual score holds until the client does something (an order, a profile change)
+        // or someone asks for a rescore; our own actions on the client (writing an email,
+        // recording an opt-out) do not overwrite it.
+        let keeps_manual_score = matches!(
+            command.action,
+            ClientAction::RecordEmail(_) | ClientAction::Unsubscribe
+        ) && self
+            .score
+            .as_ref()
+            .is_some_and(|s| s.policy == MANUAL_POLICY);
         match command.action {
             ClientAction::CreateUser(create) => self.create(create, now, &mut decision)?,
             ClientAction::UpdateUser(update) => self.update(update, now, &mut decision)?,
@@ -208,7 +218,7 @@ impl Client {
                 return Ok(decision.events);
             }
         }
-        if !decision.events.is_empty() {
+        if !decision.events.is_empty() && !keeps_manual_score {
             decision.rescore(services, now, ScoreCause::Activity);
         }
         Ok(decision.events)

@@ -535,3 +535,34 @@ async fn handle_writes_the_decided_events_to_the_sink() {
         .unwrap();
     assert_eq!(events, created());
 }
+
+#[test]
+fn a_manual_score_holds_through_an_email_and_an_opt_out_but_not_through_an_order() {
+    let manual = ClientAction::SetEngagementScore(SetEngagementScore {
+        score: Score::parse(12, "score").unwrap(),
+        reason: None,
+        actor: "ops".into(),
+    });
+    let given = history(vec![
+        at(ClientAction::CreateUser(create_user()), t0()),
+        at(manual, day(1)),
+    ]);
+    let after_email = ClientTest::with(services())
+        .given(given.clone())
+        .when(at(email(1), day(2)))
+        .inspect_result()
+        .unwrap();
+    assert!(scored(&after_email).is_empty(), "{after_email:?}");
+    let after_opt_out = ClientTest::with(services())
+        .given(given.clone())
+        .when(at(ClientAction::Unsubscribe, day(2)))
+        .inspect_result()
+        .unwrap();
+    assert!(scored(&after_opt_out).is_empty());
+    let after_order = ClientTest::with(services())
+        .given(given)
+        .when(at(order("o", "10", day(2)), day(2)))
+        .inspect_result()
+        .unwrap();
+    assert_eq!(scored(&after_order)[0].policy, "seed-v1");
+}
