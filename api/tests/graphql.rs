@@ -698,3 +698,46 @@ fn schema_graphql_is_generated_from_the_code() {
         "schema.graphql is stale: run `cargo run --bin engagement -- schema > schema.graphql` (or UPDATE_SCHEMA=1 cargo test)"
     );
 }
+
+/// graphql-js's `getIntrospectionQuery()`, as GraphiQL sends it when the playground opens.
+const INTROSPECTION: &str = r#"query IntrospectionQuery {
+  __schema {
+    queryType { name } mutationType { name } subscriptionType { name }
+    types { ...FullType }
+    directives { name description locations args { ...InputValue } }
+  }
+}
+fragment FullType on __Type {
+  kind name description
+  fields(includeDeprecated: true) { name description args { ...InputValue } type { ...TypeRef } isDeprecated deprecationReason }
+  inputFields { ...InputValue }
+  interfaces { ...TypeRef }
+  enumValues(includeDeprecated: true) { name description isDeprecated deprecationReason }
+  possibleTypes { ...TypeRef }
+}
+fragment InputValue on __InputValue { name description type { ...TypeRef } defaultValue }
+fragment TypeRef on __Type {
+  kind name
+  ofType { kind name ofType { kind name ofType { kind name ofType { kind name ofType { kind name ofType { kind name ofType { kind name } } } } } } }
+}"#;
+
+#[sqlx::test(migrator = "projections::db::MIGRATOR")]
+async fn the_playground_can_introspect_the_schema_within_the_limits(pool: PgPool) {
+    let app = spawn_app(pool).await;
+    let data = app.gql_ok(VIEWER, INTROSPECTION, json!({})).await;
+    assert_eq!(data["__schema"]["queryType"]["name"], "Query");
+    assert_eq!(data["__schema"]["subscriptionType"]["name"], "Subscription");
+    let page = app
+        .client
+        .get(format!("{}/graphql", app.address))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("/assets/vendor/graphiql.min.js") && !page.contains("cdn"),
+        "served from the binary"
+    );
+}

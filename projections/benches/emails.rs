@@ -8,7 +8,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use domain::client::{ClientAction, ClientServices, CreateUser, ImportedHistory, SetEngagementScore};
+use domain::client::{
+    ClientAction, ClientServices, CreateUser, ImportedHistory, SetEngagementScore,
+};
 use domain::values::{Categories, EmailAddress, Score, UserName};
 use futures::StreamExt as _;
 use projections::clock::SystemClock;
@@ -26,18 +28,42 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let jobs: usize = std::env::var("BENCH_JOBS").ok().and_then(|v| v.parse().ok()).unwrap_or(1000);
-    let concurrency: usize = std::env::var("BENCH_CONCURRENCY").ok().and_then(|v| v.parse().ok()).unwrap_or(16);
-    let base = std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    let (server_url, _) = base.rsplit_once('/').expect("DATABASE_URL has a database name");
+    let jobs: usize = std::env::var("BENCH_JOBS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
+    let concurrency: usize = std::env::var("BENCH_CONCURRENCY")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(16);
+    let base = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let (server_url, _) = base
+        .rsplit_once('/')
+        .expect("DATABASE_URL has a database name");
     let admin = db::connect(&base, &db::PoolSettings::default()).await?;
-    sqlx::query("drop database if exists engagement_bench_emails with (force)").execute(&admin).await?;
-    sqlx::query("create database engagement_bench_emails").execute(&admin).await?;
-    let pool = db::connect(&format!("{server_url}/engagement_bench_emails"), &db::PoolSettings { max_connections: 40, ..Default::default() }).await?;
+    sqlx::query("drop database if exists engagement_bench_emails with (force)")
+        .execute(&admin)
+        .await?;
+    sqlx::query("create database engagement_bench_emails")
+        .execute(&admin)
+        .await?;
+    let pool = db::connect(
+        &format!("{server_url}/engagement_bench_emails"),
+        &db::PoolSettings {
+            max_connections: 40,
+            ..Default::default()
+        },
+    )
+    .await?;
     db::migrate(&pool).await?;
 
     // Clients at risk, each with a due job.
-    let bus = CommandBus::new(pool.clone(), ClientServices::default(), Arc::new(SystemClock));
+    let bus = CommandBus::new(
+        pool.clone(),
+        ClientServices::default(),
+        Arc::new(SystemClock),
+    );
     futures::stream::iter(0..jobs)
         .map(|i| {
             let bus = bus.clone();
@@ -65,10 +91,29 @@ async fn main() -> anyhow::Result<()> {
         .await
         .into_iter()
         .collect::<Result<Vec<_>, _>>()?;
-    let settings = ConsumerSettings { batch_size: 5000, ..Default::default() };
-    Consumer::new(pool.clone(), UsersView::live(), settings.clone(), LogSignal::new()).catch_up().await?;
-    Consumer::new(pool.clone(), ProcessManager::default(), settings, LogSignal::new()).catch_up().await?;
-    let due: i64 = sqlx::query_scalar("select count(*) from email_jobs where status = 'PENDING'").fetch_one(&pool).await?;
+    let settings = ConsumerSettings {
+        batch_size: 5000,
+        ..Default::default()
+    };
+    Consumer::new(
+        pool.clone(),
+        UsersView::live(),
+        settings.clone(),
+        LogSignal::new(),
+    )
+    .catch_up()
+    .await?;
+    Consumer::new(
+        pool.clone(),
+        ProcessManager::default(),
+        settings,
+        LogSignal::new(),
+    )
+    .catch_up()
+    .await?;
+    let due: i64 = sqlx::query_scalar("select count(*) from email_jobs where status = 'PENDING'")
+        .fetch_one(&pool)
+        .await?;
 
     let peer = MockServer::start().await;
     let content = json!({ "subject": "We kept something for you", "preheader": "New in", "greeting": "Hi,",
@@ -77,7 +122,9 @@ async fn main() -> anyhow::Result<()> {
         .respond_with(
             ResponseTemplate::new(200)
                 .set_delay(Duration::from_millis(200))
-                .set_body_json(json!({ "choices": [{ "message": { "content": content.to_string() } }] })),
+                .set_body_json(
+                    json!({ "choices": [{ "message": { "content": content.to_string() } }] }),
+                ),
         )
         .mount(&peer)
         .await;
@@ -91,14 +138,21 @@ async fn main() -> anyhow::Result<()> {
         pool.clone(),
         bus.clone(),
         writer,
-        WorkerSettings { concurrency, requests_per_minute: 1_000_000, poll_interval: Duration::from_millis(50), ..Default::default() },
+        WorkerSettings {
+            concurrency,
+            requests_per_minute: 1_000_000,
+            poll_interval: Duration::from_millis(50),
+            ..Default::default()
+        },
         Arc::new(tokio::sync::Notify::new()),
     );
     let stop = tokio_util::sync::CancellationToken::new();
     let started = Instant::now();
     let running = tokio::spawn(workers.run(stop.clone()));
     loop {
-        let done: i64 = sqlx::query_scalar("select count(*) from email_jobs where status = 'DONE'").fetch_one(&pool).await?;
+        let done: i64 = sqlx::query_scalar("select count(*) from email_jobs where status = 'DONE'")
+            .fetch_one(&pool)
+            .await?;
         if done >= due {
             break;
         }
@@ -107,7 +161,10 @@ async fn main() -> anyhow::Result<()> {
     let elapsed = started.elapsed();
     stop.cancel();
     running.await?;
-    let emails: i64 = sqlx::query_scalar("select count(*) from events where event_type = 'EmailGenerated'").fetch_one(&pool).await?;
+    let emails: i64 =
+        sqlx::query_scalar("select count(*) from events where event_type = 'EmailGenerated'")
+            .fetch_one(&pool)
+            .await?;
     let distinct: i64 = sqlx::query_scalar("select count(distinct payload->'EmailGenerated'->>'emailId') from events where event_type = 'EmailGenerated'")
         .fetch_one(&pool)
         .await?;
@@ -118,6 +175,8 @@ async fn main() -> anyhow::Result<()> {
         peer.received_requests().await.map_or(0, |r| r.len()),
     );
     drop(pool);
-    sqlx::query("drop database if exists engagement_bench_emails with (force)").execute(&admin).await?;
+    sqlx::query("drop database if exists engagement_bench_emails with (force)")
+        .execute(&admin)
+        .await?;
     Ok(())
 }

@@ -30,8 +30,8 @@ pub use subscription::LiveFeed;
 /// The schema.
 pub type ApiSchema = Schema<query::Query, mutation::Mutation, subscription::Subscription>;
 
-/// Deepest query accepted.
-pub const MAX_DEPTH: usize = 12;
+/// Deepest query accepted (GraphiQL's introspection query reaches 14 levels).
+pub const MAX_DEPTH: usize = 16;
 /// Most complex query accepted (list fields count their page size times their children).
 pub const MAX_COMPLEXITY: usize = 25_000;
 
