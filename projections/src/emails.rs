@@ -11,7 +11,7 @@ use crate::consumer::Projection;
 use crate::log::StoredEvent;
 
 /// One row of the emails view (field names are column names).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
 pub struct EmailRow {
     /// Email id.
     pub id: Uuid,

@@ -17,7 +17,7 @@ use crate::consumer::Projection;
 use crate::log::StoredEvent;
 
 /// One row of the users view (field names are column names).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
 pub struct UserRow {
     /// Client id.
     pub id: Uuid,

@@ -66,6 +66,14 @@ impl EventsPageKey {
     }
 }
 
+/// A row with the ordinal of the key it answers.
+#[derive(sqlx::FromRow)]
+struct Ordered<T> {
+    ord: i64,
+    #[sqlx(flatten)]
+    row: T,
+}
+
 /// The loader behind every batched read.
 pub struct PgLoader {
     pool: PgPool,
@@ -78,19 +86,12 @@ impl Loader<Uuid> for PgLoader {
     type Error = LoadError;
 
     async fn load(&self, keys: &[Uuid]) -> Result<HashMap<Uuid, UserRow>, LoadError> {
-        let rows: Vec<(serde_json::Value,)> =
-            sqlx::query_as("select to_jsonb(u) from users u where id = any($1)")
-                .bind(keys)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(|e| Arc::new(anyhow::Error::new(e).context("loading users")))?;
-        rows.into_iter()
-            .map(|(json,)| {
-                let row: UserRow =
-                    serde_json::from_value(json).map_err(|e| Arc::new(anyhow::Error::new(e)))?;
-                Ok((row.id, row))
-            })
-            .collect()
+        let rows: Vec<UserRow> = sqlx::query_as("select * from users where id = any($1)")
+            .bind(keys)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| Arc::new(anyhow::Error::new(e).context("loading users")))?;
+        Ok(rows.into_iter().map(|row| (row.id, row)).collect())
     }
 }
 
@@ -108,8 +109,8 @@ impl Loader<EmailsPageKey> for PgLoader {
             keys.iter().map(|k| k.after.map(|a| a.0)).collect();
         let after_id: Vec<Option<Uuid>> = keys.iter().map(|k| k.after.map(|a| a.1)).collect();
         let limits: Vec<i64> = keys.iter().map(|k| k.limit + 1).collect();
-        let rows: Vec<(i64, serde_json::Value)> = sqlx::query_as(
-            "select k.ord, to_jsonb(e)
+        let rows: Vec<Ordered<EmailRow>> = sqlx::query_as(
+            "select k.ord, e.*
                from unnest($1::uuid[], $2::timestamptz[], $3::uuid[], $4::bigint[])
                     with ordinality as k(user_id, after_at, after_id, lim, ord)
               cross join lateral (
@@ -137,9 +138,7 @@ impl Loader<EmailsPageKey> for PgLoader {
         .map_err(wrap)?;
         let counts: HashMap<Uuid, i64> = counts.into_iter().collect();
         let mut pages: Vec<Vec<EmailRow>> = vec![Vec::new(); keys.len()];
-        for (ord, json) in rows {
-            let row: EmailRow =
-                serde_json::from_value(json).map_err(|e| Arc::new(anyhow::Error::new(e)))?;
+        for Ordered { ord, row } in rows {
             pages[usize::try_from(ord - 1).unwrap_or(0)].push(row);
         }
         Ok(keys
