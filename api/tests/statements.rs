@@ -1,0 +1,121 @@
+//! How many SQL statements a page costs. Alone in its own test binary (its own process):
+//! tracing caches each log callsite's interest per process, and other tests running on other
+//! threads could leave sqlx's statement log cached as disabled before this test listens.
+
+mod common;
+
+use chrono::Duration;
+use common::spawn_app;
+use domain::client::{ClientAction, EmailContent, Generator, RecordEmail};
+use projections::commands::CommandMetadata;
+use serde_json::json;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+/// Collects log output while installed.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn take(&self) -> String {
+        String::from_utf8(std::mem::take(&mut *self.0.lock().unwrap())).unwrap()
+    }
+}
+
+#[sqlx::test(migrator = "projections::db::MIGRATOR")]
+async fn a_page_of_users_with_their_emails_costs_the_same_queries_whatever_its_size(pool: PgPool) {
+    // sqlx logs every statement (target sqlx::query, DEBUG); the test runtime runs the server
+    // on this thread, so a thread-local subscriber sees them all.
+    let captured = Captured::default();
+    let sink = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("sqlx::query=debug"))
+        .with_writer(move || sink.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let app = spawn_app(pool.clone()).await;
+    let bus =
+        projections::commands::CommandBus::new(pool.clone(), Default::default(), app.clock.clone());
+    let mut last = None;
+    for i in 0..25 {
+        let id = app
+            .create_user(&format!("Reader {i}"), &format!("reader{i}@example.com"))
+            .await;
+        for k in 0..2 {
+            let committed = bus
+                .execute(
+                    id.parse().unwrap(),
+                    ClientAction::RecordEmail(RecordEmail {
+                        email_id: Uuid::new_v4(),
+                        content: EmailContent {
+                            subject: format!("Note {k}"),
+                            preheader: "p".into(),
+                            text: "t".into(),
+                            html: "<p>t</p>".into(),
+                            generator: Generator {
+                                kind: "template".into(),
+                                model: "v1".into(),
+                            },
+                            usage: None,
+                        },
+                        trigger: None,
+                    }),
+                    &CommandMetadata::for_actor("test"),
+                )
+                .await;
+            if let Ok(c) = committed {
+                last = Some(c.position);
+            }
+            app.clock.advance(Duration::days(8));
+        }
+    }
+    let handle = projections::consumer::Consumer::new(
+        pool.clone(),
+        projections::emails::EmailsView::live(),
+        Default::default(),
+        projections::consumer::LogSignal::new(),
+    )
+    .handle();
+    handle
+        .wait_for(last.unwrap(), std::time::Duration::from_secs(10))
+        .await
+        .unwrap();
+
+    let page = "query($n: Int) { users(first: $n) { nodes { id emails(first: 10) { totalCount nodes { subject } } } } }";
+    let mut statements = Vec::new();
+    for n in [5, 25] {
+        captured.take();
+        let data = app.gql(page, json!({ "n": n })).await;
+        let nodes = data["users"]["nodes"].as_array().unwrap();
+        assert_eq!(nodes.len(), n);
+        assert!(
+            nodes.iter().all(|u| u["emails"]["totalCount"] == 2),
+            "{data}"
+        );
+        let log = captured.take();
+        let ours = log
+            .lines()
+            .filter(|l| l.contains("sort_key") || l.contains("emails e"))
+            .count();
+        statements.push(ours);
+    }
+    assert_eq!(
+        statements[0], statements[1],
+        "the same statements for 5 and for 25 users"
+    );
+    assert!(
+        (2..=3).contains(&statements[0]),
+        "users page, emails pages, email counts: {statements:?}"
+    );
+}
