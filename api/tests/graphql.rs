@@ -397,6 +397,18 @@ async fn emails_summary_jobs_and_health_read_their_models(pool: PgPool) {
         .wait_for(committed.position, std::time::Duration::from_secs(5))
         .await
         .unwrap();
+    // lastEmailDate comes from the users view, another consumer: wait for it too.
+    let users_consumer = projections::consumer::Consumer::new(
+        pool.clone(),
+        projections::users::UsersView::live(),
+        Default::default(),
+        projections::consumer::LogSignal::new(),
+    );
+    users_consumer
+        .handle()
+        .wait_for(committed.position, std::time::Duration::from_secs(5))
+        .await
+        .unwrap();
 
     let data = app
         .gql(

@@ -550,3 +550,58 @@ async fn a_command_can_wait_until_its_own_write_is_in_the_view(pool: PgPool) {
     stop.cancel();
     while tasks.join_next().await.is_some() {}
 }
+
+#[sqlx::test(migrator = "projections::db::MIGRATOR")]
+async fn consumers_keep_going_when_their_connections_are_cut(pool: PgPool) {
+    let stop = CancellationToken::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    let models = projections::runtime::start(&pool, &settings(), &mut tasks, &stop);
+    let clock = clock();
+    let bus = bus(&pool, clock.clone());
+    let meta = CommandMetadata::for_actor("t");
+    let database: String = sqlx::query_scalar("select current_database()")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let admin = PgPool::connect(&std::env::var("DATABASE_URL").unwrap())
+        .await
+        .unwrap();
+    let mut ids = Vec::new();
+    for round in 0..4 {
+        for i in 0..5 {
+            let id = Uuid::new_v4();
+            // A write may meet a connection that was just cut; the caller retries, as clients do.
+            let mut attempts = 0;
+            while bus
+                .execute(id, create(id, &format!("R{round} U{i}")), &meta)
+                .await
+                .is_err()
+            {
+                attempts += 1;
+                assert!(attempts < 20, "the database never came back");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            ids.push(id);
+        }
+        // The database goes away for every connection of this test, consumers' included.
+        sqlx::query("select pg_terminate_backend(pid) from pg_stat_activity where datname = $1 and pid <> pg_backend_pid()")
+            .bind(&database)
+            .execute(&admin)
+            .await
+            .unwrap();
+    }
+    let head = log::head(&pool).await.unwrap();
+    models
+        .users
+        .wait_for(head, Duration::from_secs(30))
+        .await
+        .expect("the users view caught up after the cuts");
+    for id in ids {
+        assert!(
+            load_user(&pool, id).await.unwrap().is_some(),
+            "user {id} reached the view"
+        );
+    }
+    stop.cancel();
+    while tasks.join_next().await.is_some() {}
+}
