@@ -189,18 +189,13 @@ pub async fn read_stream<'e>(
     executor: impl PgExecutor<'e>,
     user_id: Uuid,
 ) -> anyhow::Result<Vec<StoredEvent>> {
-    let rows: Vec<Row> = sqlx::query_as(
-        "select transaction_id::text::bigint, global_position, aggregate_id, sequence,
-                event_type, event_version, payload, metadata, recorded_at
-           from events
-          where aggregate_type = 'client' and aggregate_id = $1
-          order by sequence",
-    )
-    .bind(user_id.to_string())
-    .fetch_all(executor)
-    .await
-    .context("reading a user's events")?;
-    rows.into_iter().map(from_row).collect()
+    let page = StreamPage {
+        user_id,
+        after_sequence: 0,
+        limit: i64::MAX,
+    };
+    let mut pages = read_stream_pages(executor, &[page]).await?;
+    Ok(pages.pop().unwrap_or_default())
 }
 
 /// True if committed events after `after` exist that a reader cannot take yet, because an
