@@ -72,14 +72,15 @@ async fn main() -> anyhow::Result<()> {
                 let meta = CommandMetadata::for_actor("bench");
                 let create = ClientAction::CreateUser(CreateUser {
                     id,
-                    name: UserName::parse(&format!("Client {i}")).unwrap(),
-                    email: EmailAddress::parse("client@example.com").unwrap(),
-                    preferred_categories: Categories::parse(&["Denim"], "c").unwrap(),
+                    name: UserName::parse(&format!("Client {i}")).expect("a valid constant"),
+                    email: EmailAddress::parse("client@example.com").expect("a valid constant"),
+                    preferred_categories: Categories::parse(&["Denim"], "c")
+                        .expect("a valid constant"),
                     history: ImportedHistory::default(),
                 });
                 bus.execute(id, create, &meta).await?;
                 let low = ClientAction::SetEngagementScore(SetEngagementScore {
-                    score: Score::parse(10, "score").unwrap(),
+                    score: Score::parse(10, "score").expect("a valid constant"),
                     reason: None,
                     actor: "bench".into(),
                 });

@@ -167,8 +167,8 @@ async fn live_lag(pool: &PgPool, duration: Duration) -> anyhow::Result<()> {
                 let id = Uuid::new_v4();
                 let create = ClientAction::CreateUser(CreateUser {
                     id,
-                    name: UserName::parse("Bench User").unwrap(),
-                    email: EmailAddress::parse("bench@example.com").unwrap(),
+                    name: UserName::parse("Bench User").expect("a valid constant"),
+                    email: EmailAddress::parse("bench@example.com").expect("a valid constant"),
                     preferred_categories: Categories::default(),
                     history: ImportedHistory::default(),
                 });
@@ -212,8 +212,8 @@ async fn live_lag(pool: &PgPool, duration: Duration) -> anyhow::Result<()> {
 
 fn order(n: u64) -> ClientAction {
     ClientAction::PlaceOrder(PlaceOrder {
-        order_id: OrderId::parse(&format!("bench-{n}")).unwrap(),
-        amount: Money::from_cents(2500, "amount").unwrap(),
+        order_id: OrderId::parse(&format!("bench-{n}")).expect("a valid constant"),
+        amount: Money::from_cents(2500, "amount").expect("a valid constant"),
         placed_at: Utc::now(),
         categories: Categories::default(),
     })

@@ -159,10 +159,6 @@ impl LogSignal {
         self.tx.send_modify(|n| *n = n.wrapping_add(1));
     }
 
-    fn subscribe(&self) -> watch::Receiver<u64> {
-        self.tx.subscribe()
-    }
-
     /// A receiver that changes whenever the log may have new events.
     pub fn subscribe_changes(&self) -> watch::Receiver<u64> {
         self.tx.subscribe()
@@ -356,7 +352,7 @@ impl<P: Projection> Consumer<P> {
     /// Database failures are logged and retried with backoff; nothing stops it but `stop`.
     pub async fn run(self, stop: CancellationToken) {
         let name = self.projection.name().to_owned();
-        let mut wake = self.signal.subscribe();
+        let mut wake = self.signal.subscribe_changes();
         let mut failure_backoff = Duration::from_millis(100);
         let mut pending_backoff = Duration::from_millis(1);
         tracing::info!(consumer = %name, "consumer started");
