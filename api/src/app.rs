@@ -180,6 +180,7 @@ impl App {
             .merge(http::health::router())
             .merge(http::graphql::router())
             .merge(http::playground::router())
+            .merge(http::dashboard::router())
             .layer(cors)
             .layer(TraceLayer::new_for_http())
             .with_state(self.state.clone())

@@ -177,7 +177,9 @@ async fn run_serve(database: &DatabaseConfig, config: ServeConfig) -> anyhow::Re
     println!("engagement is listening on http://{address}/");
     if let Some(token) = generated {
         // Like Jupyter: no token configured, so one was made for this run. The link carries it.
-        println!("no API_TOKENS configured; an admin token was generated for this run. Open the playground:");
+        println!("no API_TOKENS configured; an admin token was generated for this run. Open the dashboard:");
+        println!("    http://{address}/?token={token}");
+        println!("or the GraphQL playground:");
         println!("    http://{address}/graphql?token={token}");
     }
     app.run(listener, shutdown_signal()).await

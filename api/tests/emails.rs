@@ -140,9 +140,9 @@ async fn a_lapsing_client_crosses_the_threshold_as_the_clock_moves_and_gets_an_e
     let events = history["userHistory"]["nodes"].as_array().unwrap();
     let crossing = events
         .iter()
-        .find(|e| e["type"] == "UserScored" && e["payload"]["UserScored"]["band"] == "at_risk")
+        .find(|e| e["type"] == "UserScored" && e["payload"]["band"] == "at_risk")
         .expect("a UserScored into the at-risk band");
-    assert_eq!(crossing["payload"]["UserScored"]["cause"], "time_passed");
+    assert_eq!(crossing["payload"]["cause"], "time_passed");
     assert_eq!(crossing["metadata"]["actor"], "scheduler");
     let email = events
         .iter()

@@ -306,8 +306,8 @@ async fn history_shows_every_event_with_metadata_and_as_of_replays_the_past(pool
         assert!(e["metadata"]["requestId"].is_string());
     }
     assert_eq!(events[0]["metadata"]["correlationId"], "ticket-42");
-    assert_eq!(events[0]["payload"]["UserCreated"]["name"], "Hedy");
-    assert_eq!(events[2]["payload"]["UserScored"]["reason"], "audit");
+    assert_eq!(events[0]["payload"]["name"], "Hedy");
+    assert_eq!(events[2]["payload"]["reason"], "audit");
     assert!(events[0]["globalPosition"].as_i64() < events[2]["globalPosition"].as_i64());
 
     let state = "query($u: ID!, $at: DateTime, $v: Int) { userAsOf(userId: $u, at: $at, version: $v) { engagementScore version asOf name } }";
@@ -549,13 +549,29 @@ async fn every_operation_needs_a_token_and_roles_limit_what_it_may_do(pool: PgPo
         before,
         "refused operations changed nothing"
     );
-    // Health endpoints and the playground need no token.
+    // `viewer` tells each caller who they are, so that a client shows only what they may do.
+    for (token, actor, role) in [
+        (VIEWER, "viewer:watcher", "VIEWER"),
+        (OPERATOR, "operator:ops", "OPERATOR"),
+        (ADMIN, "admin:root", "ADMIN"),
+    ] {
+        let data = app
+            .gql_ok(token, "{ viewer { actor role } }", json!({}))
+            .await;
+        assert_eq!(data["viewer"], json!({ "actor": actor, "role": role }));
+    }
+    let (status, _) = app.gql_as(None, "{ viewer { role } }", json!({})).await;
+    assert_eq!(status, 401);
+    // Health endpoints, the playground and the dashboard's page and code need no token.
     for path in [
         "/healthz",
         "/readyz",
         "/api/health",
         "/graphql",
         "/assets/vendor/graphiql.min.js",
+        "/",
+        "/assets/app/js/app.js",
+        "/assets/app/style.css",
     ] {
         let status = app
             .client
@@ -752,4 +768,40 @@ async fn the_playground_can_introspect_the_schema_within_the_limits(pool: PgPool
         page.contains("/assets/vendor/graphiql.min.js") && !page.contains("cdn"),
         "served from the binary"
     );
+}
+
+#[sqlx::test(migrator = "projections::db::MIGRATOR")]
+async fn the_dashboard_is_served_from_the_binary_under_a_strict_policy(pool: PgPool) {
+    let app = spawn_app(pool).await;
+    let get = |path: &str| app.client.get(format!("{}{path}", app.address)).send();
+    let page = get("/").await.unwrap();
+    assert_eq!(page.status(), 200);
+    let csp = page.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(csp.contains("script-src 'self'"), "{csp}");
+    assert!(csp.contains("connect-src 'self'"), "{csp}");
+    assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+    assert_eq!(page.headers()["x-content-type-options"], "nosniff");
+    let html = page.text().await.unwrap();
+    assert!(html.contains(r#"<script type="module" src="/assets/app/js/app.js">"#));
+    assert!(
+        !html.contains("http://") && !html.contains("https://"),
+        "nothing from elsewhere"
+    );
+    let js = get("/assets/app/js/views/user.js").await.unwrap();
+    assert_eq!(js.status(), 200);
+    assert_eq!(
+        js.headers()["content-type"],
+        "text/javascript; charset=utf-8"
+    );
+    for missing in [
+        "/assets/app/js/nope.js",
+        "/assets/app/../../Cargo.toml",
+        "/assets/app/%2e%2e/%2e%2e/Cargo.toml",
+        "/assets/app/index.html",
+    ] {
+        assert_eq!(get(missing).await.unwrap().status(), 404, "{missing}");
+    }
 }

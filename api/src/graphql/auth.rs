@@ -10,7 +10,7 @@ use sha2::{Digest as _, Sha256};
 use super::errors::ApiError;
 
 /// What a token may do; each role includes the ones before it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(async_graphql::Enum, Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Role {
     /// Queries and subscriptions.
     Viewer,
@@ -41,7 +41,8 @@ impl Role {
 }
 
 /// Who is calling.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(async_graphql::SimpleObject, Debug, Clone, PartialEq, Eq)]
+#[graphql(name = "Viewer")]
 pub struct Principal {
     /// Their role.
     pub role: Role,

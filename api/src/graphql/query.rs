@@ -7,6 +7,7 @@ use domain::client::Client;
 use sqlx::{Postgres, QueryBuilder};
 use uuid::Uuid;
 
+use super::auth::Principal;
 use super::cursor;
 use super::errors::{ApiError, ApiResult};
 use super::loaders::{EventsPageKey, Loaders};
@@ -482,6 +483,14 @@ impl Query {
             .map(|r| (cursor::encode(&(r.6, r.0)), job(r)))
             .collect();
         Ok(EmailJobConnection::from_page(items, limit, total))
+    }
+
+    /// Who is calling: the token's actor and role, so that a client offers only what the
+    /// caller may do.
+    async fn viewer(&self, ctx: &Context<'_>) -> async_graphql::Result<Principal> {
+        ctx.data_opt::<Principal>()
+            .cloned()
+            .ok_or_else(|| ApiError::Unauthenticated.into())
     }
 
     /// The service's health.

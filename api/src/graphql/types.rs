@@ -284,7 +284,7 @@ pub struct Event {
     pub version: String,
     /// When the database recorded it.
     pub recorded_at: DateTime<Utc>,
-    /// The payload (upcast to the current schema).
+    /// The event's fields, upcast to the current schema (`type` says which event it is).
     pub payload: async_graphql::Json<Value>,
     /// `actor`, `requestId`, `correlationId`, `causationId`.
     pub metadata: async_graphql::Json<Value>,
@@ -303,9 +303,20 @@ impl Event {
             event_type: e.event_type.clone(),
             version: e.event_version.clone(),
             recorded_at: e.recorded_at,
-            payload: async_graphql::Json(e.payload()?),
+            payload: async_graphql::Json(untagged(&e.event_type, e.payload()?)),
             metadata: async_graphql::Json(e.metadata.clone()),
         })
+    }
+}
+
+/// The log stores an event tagged with its type (`{"UserScored": {...}}`, serde's external
+/// tagging); the API gives the fields alone, since `type` already names the event.
+fn untagged(event_type: &str, payload: Value) -> Value {
+    match payload {
+        Value::Object(mut tagged) if tagged.len() == 1 && tagged.contains_key(event_type) => {
+            tagged.remove(event_type).unwrap_or(Value::Null)
+        }
+        other => other,
     }
 }
 

@@ -1,5 +1,6 @@
 //! HTTP routes; each module exports its own `router()`.
 
+pub mod dashboard;
 pub mod graphql;
 pub mod health;
 pub mod playground;

@@ -39,15 +39,6 @@ pub fn router() -> Router<AppState> {
         }
     };
     Router::new()
-        // Until the dashboard lands, the playground is the service's front page; the query
-        // string (a start-up link's token) goes along.
-        .route(
-            "/",
-            get(|uri: axum::http::Uri| async move {
-                let query = uri.query().map(|q| format!("?{q}")).unwrap_or_default();
-                axum::response::Redirect::temporary(&format!("/graphql{query}"))
-            }),
-        )
         .route("/assets/vendor/graphiql.min.js", get(js(GRAPHIQL_JS)))
         .route("/assets/vendor/react.production.min.js", get(js(REACT_JS)))
         .route(

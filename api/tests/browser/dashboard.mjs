@@ -1,0 +1,269 @@
+// The dashboard in a real browser (Debian's headless Chromium through playwright-core),
+// against a server that api/tests/dashboard.rs spawned with its own database.
+//
+// Everything but that server is blocked: the page must work with no internet.
+// Screenshots of each view go to $SCREENSHOTS for a person to look at after a run.
+
+import assert from 'node:assert/strict';
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { chromium } from 'playwright-core';
+
+const base = process.env.BASE_URL;
+const adminToken = process.env.ADMIN_TOKEN;
+const viewerToken = process.env.VIEWER_TOKEN;
+const shots = process.env.SCREENSHOTS;
+assert.ok(base && adminToken && viewerToken && shots, 'BASE_URL, ADMIN_TOKEN, VIEWER_TOKEN and SCREENSHOTS are required');
+mkdirSync(shots, { recursive: true });
+
+const TIMEOUT = 15_000;
+const origin = new URL(base).origin;
+const blocked = [];
+const problems = [];
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
+  args: ['--no-sandbox', '--disable-dev-shm-usage'],
+});
+
+async function newPage(viewport = { width: 1280, height: 900 }) {
+  const context = await browser.newContext({ viewport });
+  context.setDefaultTimeout(TIMEOUT);
+  await context.route('**/*', (route) => {
+    const url = route.request().url();
+    if (new URL(url).origin === origin) return route.continue();
+    blocked.push(url);
+    return route.abort('blockedbyclient');
+  });
+  const page = await context.newPage();
+  page.on('pageerror', (error) => problems.push(`page error: ${error.message}`));
+  page.on('console', (message) => {
+    if (message.type() === 'error') problems.push(`console error: ${message.text()}`);
+  });
+  return page;
+}
+
+async function shot(page, name) {
+  await page.screenshot({ path: join(shots, `${name}.png`), fullPage: true });
+}
+
+function step(name) {
+  console.log(`- ${name}`);
+}
+
+try {
+  // --- Sign-in from the start-up link ------------------------------------------------------
+  step('the start-up link signs in and leaves the token out of the address');
+  const page = await newPage();
+  await page.goto(`${base}/?token=${adminToken}`);
+  await page.getByText('admin:root').waitFor();
+  assert.ok(!page.url().includes('token='), `the token stays in the address: ${page.url()}`);
+  assert.equal(await page.evaluate(() => sessionStorage.getItem('engagement.token')), adminToken);
+  await page.locator('.live-status.live-live').waitFor();
+  await page.locator('[data-stat="users"] .stat-value').waitFor();
+  assert.equal(await page.locator('[data-stat="users"] .stat-value').textContent(), '0');
+  await shot(page, '01-overview-empty');
+
+  // A second tab, signed in as a viewer, keeps the overview open: its feed must fill live.
+  const watcher = await newPage();
+  await watcher.goto(`${base}/?token=${viewerToken}`);
+  await watcher.getByText('viewer:watcher').waitFor();
+  await watcher.locator('.live-status.live-live').waitFor();
+
+  // --- Add a user: the API's field error first, then success --------------------------------
+  step('adding a user shows the API error next to the email field, then adds them');
+  await page.getByRole('link', { name: 'Users', exact: true }).click();
+  await page.getByRole('link', { name: 'Add user' }).click();
+  await page.getByLabel('Name').fill('Ada Lovelace');
+  await page.getByLabel('Email').fill('not-an-email');
+  await page.getByLabel('Preferred categories').fill('Denim, Shoes');
+  await page.getByRole('button', { name: 'Add user' }).click();
+  const emailError = page.locator('[data-field="email"] .field-error');
+  await emailError.filter({ hasText: /\S/ }).waitFor();
+  assert.equal(await page.getByLabel('Email').getAttribute('aria-invalid'), 'true');
+  assert.ok(await page.getByLabel('Email').evaluate((el) => el === document.activeElement), 'focus moves to the field in error');
+  await shot(page, '02-add-user-field-error');
+  await page.getByLabel('Email').fill('ada@example.com');
+  await page.getByRole('button', { name: 'Add user' }).click();
+  await page.getByRole('heading', { name: 'Ada Lovelace', level: 1 }).waitFor();
+  await page.getByText('Added Ada Lovelace.').waitFor();
+  const userUrl = page.url();
+  const userId = decodeURIComponent(userUrl.split('#/users/')[1]);
+
+  // --- Find them in the table ---------------------------------------------------------------
+  step('the users table finds them by search');
+  await page.getByRole('link', { name: 'Users', exact: true }).click();
+  await page.getByLabel('Search name or email').fill('lovelace');
+  await page.getByRole('button', { name: 'Apply' }).click();
+  await page.locator('.count', { hasText: '1 user matching “lovelace”' }).waitFor();
+  const row = page.locator(`tr[data-user-id="${userId}"]`);
+  await row.waitFor();
+  assert.equal(await page.locator('table.users tbody tr').count(), 1);
+  assert.match(await row.textContent(), /ada@example\.com/);
+  await page.getByLabel('Search name or email').fill('nobody-by-this-name');
+  await page.getByRole('button', { name: 'Apply' }).click();
+  await page.getByText('No users match.').waitFor();
+  await page.getByLabel('Search name or email').fill('');
+  await page.getByLabel('Risk').selectOption('not');
+  await page.locator('.count', { hasText: '1 user not at risk' }).waitFor();
+  await row.waitFor();
+  await shot(page, '03-users');
+  await row.getByRole('link', { name: 'Ada Lovelace' }).click();
+
+  // --- Place an order -----------------------------------------------------------------------
+  step('placing an order confirms it and shows it in the orders and the timeline');
+  await page.getByLabel('Amount').fill('59.90');
+  await page.getByLabel('Categories').fill('Denim');
+  await page.getByRole('button', { name: 'Place order' }).click();
+  await page.locator('.action-status .notice-ok').filter({ hasText: /Order ord-.* recorded: 1 orders/ }).waitFor();
+  await page.locator('#orders-title', { hasText: 'Orders (1)' }).waitFor();
+  const scoreBefore = await page.locator('.big-score .score-number').textContent();
+
+  // --- Set a low score: the email appears live on this page and in the other tab's feed -----
+  step('a low score writes an email that appears live on the user page and in the feed');
+  await page.getByLabel('Score (0 to 100)').fill('12');
+  await page.getByLabel('Reason').fill('demo: a low score');
+  await page.getByRole('button', { name: 'Set score' }).click();
+  await page.locator('.action-status .notice-ok').filter({ hasText: 'Score set to 12' }).waitFor();
+  const emailLink = page.locator('.email-list li a').first();
+  await emailLink.waitFor();
+  await page.locator('.big-score .score-number', { hasText: '12' }).waitFor();
+  await watcher.locator('.feed-item.type-EmailGenerated').first().waitFor();
+  assert.match(await watcher.locator('.feed-item.type-EmailGenerated').first().textContent(), /Ada Lovelace/);
+  await watcher.locator('[data-stat="emails"] .stat-value', { hasText: '1' }).waitFor();
+  await watcher.locator('[data-stat="atRisk"] .stat-value', { hasText: '1' }).waitFor();
+  await shot(watcher, '04-overview-live-feed');
+  await shot(page, '05-user-page');
+
+  // --- The history timeline lists those events with their actor -----------------------------
+  step('the timeline lists every event with its actor');
+  const item = (type) => page.locator(`.timeline-item.type-${type}`);
+  await item('EmailGenerated').first().waitFor();
+  assert.match(await item('UserCreated').locator('.event-actor').textContent(), /admin:root/);
+  assert.match(await item('OrderPlaced').locator('.event-actor').textContent(), /admin:root/);
+  const manual = item('UserScored').filter({ hasText: 'manual' });
+  assert.match(await manual.locator('.event-actor').textContent(), /admin:root/);
+  assert.match(await manual.textContent(), /demo: a low score/);
+  assert.match(await item('EmailGenerated').first().locator('.event-actor').textContent(), /process-manager/);
+  await manual.locator('summary').click();
+  assert.match(await manual.locator('dl').textContent(), /Request/);
+
+  // --- "As of": the score before the manual override ---------------------------------------
+  step('"as of" shows the score before the override');
+  const manualSeq = Number(await manual.getAttribute('data-sequence'));
+  await page.locator(`.timeline-item[data-sequence="${manualSeq - 1}"]`).getByRole('button', { name: /See as of/ }).click();
+  const asOf = page.locator('.as-of-state');
+  await asOf.filter({ hasText: `version ${manualSeq - 1}` }).waitFor();
+  assert.equal(await asOf.locator('.score-number').textContent(), scoreBefore);
+  await page.getByLabel('After version').fill(String(manualSeq));
+  await page.getByRole('button', { name: 'Show' }).click();
+  await asOf.filter({ hasText: `version ${manualSeq})` }).waitFor();
+  assert.equal(await asOf.locator('.score-number').textContent(), '12');
+  await page.getByLabel('After version').fill('');
+  await page.getByLabel('At time (your local time)').fill('2000-01-01T00:00:00');
+  await page.getByRole('button', { name: 'Show' }).click();
+  await page.getByText('The user did not exist yet then.').waitFor();
+  await page.getByLabel('At time (your local time)').fill('');
+  await page.getByLabel('After version').fill('0');
+  await page.getByRole('button', { name: 'Show' }).click();
+  await page.locator('[data-field="version"] .field-error').filter({ hasText: /at least 1/ }).waitFor();
+  await page.locator('#as-of').screenshot({ path: join(shots, '06-as-of.png') });
+
+  // --- Open the email --------------------------------------------------------------------------
+  step('the email opens with its HTML in a sandboxed frame beside the text');
+  await emailLink.click();
+  const frame = page.locator('iframe.email-frame');
+  await frame.waitFor();
+  assert.equal(await frame.getAttribute('sandbox'), '', 'every sandbox permission is off');
+  assert.match(await page.locator('pre.email-text').textContent(), /Ada/);
+  assert.match(await frame.contentFrame().locator('body').textContent(), /Ada/);
+  await shot(page, '07-email');
+  await page.getByRole('link', { name: 'Emails', exact: true }).click();
+  await page.locator('tr[data-email-id]').first().waitFor();
+  await shot(page, '08-emails');
+  await page.getByRole('link', { name: 'Email jobs' }).click();
+  await page.getByLabel('Status').selectOption('DONE');
+  await page.locator('tr[data-job-id]').first().waitFor();
+  await shot(page, '09-email-jobs');
+
+  // --- Edit, with the API's errors by the field --------------------------------------------
+  step('editing shows field errors and saves');
+  await page.goto(`${base}/#/users/${userId}/edit`);
+  await page.getByLabel('Average order value').fill('12.345');
+  await page.getByRole('button', { name: 'Save changes' }).click();
+  await page.locator('[data-field="averageOrderValue"] .field-error').filter({ hasText: /\S/ }).waitFor();
+  await page.getByLabel('Average order value').fill('59.90');
+  await page.getByLabel('Name').fill('Ada King');
+  await page.getByRole('button', { name: 'Save changes' }).click();
+  await page.getByRole('heading', { name: 'Ada King', level: 1 }).waitFor();
+  await page.getByText('Saved Ada King.').waitFor();
+
+  // --- A viewer sees no buttons it cannot use ---------------------------------------------
+  step('a viewer sees no actions');
+  await watcher.goto(`${base}/#/users/${userId}`);
+  await watcher.getByRole('heading', { name: 'Ada King', level: 1 }).waitFor();
+  assert.equal(await watcher.getByRole('button', { name: 'Place order' }).count(), 0);
+  assert.equal(await watcher.getByRole('button', { name: 'Delete' }).count(), 0);
+  assert.equal(await watcher.locator('#actions-title').count(), 0);
+  await watcher.goto(`${base}/#/users`);
+  await watcher.locator(`tr[data-user-id="${userId}"]`).waitFor();
+  assert.equal(await watcher.getByRole('link', { name: 'Add user' }).count(), 0);
+  await watcher.goto(`${base}/#/jobs?status=DONE`);
+  await watcher.locator('tr[data-job-id]').first().waitFor();
+  assert.equal(await watcher.getByRole('button', { name: /Retry/ }).count(), 0);
+  await shot(watcher, '10-viewer-user-list');
+
+  // --- 390 px wide ------------------------------------------------------------------------
+  step('the pages fit 390 px');
+  const phone = await newPage({ width: 390, height: 844 });
+  await phone.goto(`${base}/?token=${adminToken}`);
+  for (const [route, ready, name] of [
+    ['#/', '[data-stat="users"]', '11-phone-overview'],
+    ['#/users', `tr[data-user-id="${userId}"]`, '12-phone-users'],
+    [`#/users/${userId}`, '.timeline-item', '13-phone-user'],
+  ]) {
+    await phone.goto(`${base}/${route}`);
+    await phone.locator(ready).first().waitFor();
+    const overflow = await phone.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    const culprits = await phone.evaluate(() => [...document.querySelectorAll('body *')]
+      .filter((el) => el.getBoundingClientRect().right > window.innerWidth + 0.5 && !el.closest('.table-wrap'))
+      .slice(0, 5).map((el) => `${el.tagName.toLowerCase()}.${el.className}`));
+    assert.ok(overflow <= 0, `${route} is ${overflow}px wider than the screen: ${culprits.join(', ')}`);
+    await shot(phone, name);
+  }
+
+  // --- Delete (admin), sign out, sign in from the keyboard ---------------------------------
+  step('delete asks first; sign out forgets the token; sign in works from the keyboard');
+  await page.goto(`${base}/#/users/${userId}`);
+  page.once('dialog', (dialog) => dialog.accept());
+  await page.getByRole('button', { name: 'Delete' }).click();
+  await page.getByText('Deleted Ada King.').waitFor();
+  await page.getByRole('button', { name: 'Sign out' }).click();
+  await page.getByRole('heading', { name: 'Sign in' }).waitFor();
+  assert.equal(await page.evaluate(() => sessionStorage.getItem('engagement.token')), null);
+  await shot(page, '14-sign-in');
+  await page.keyboard.type('not-a-token');
+  await page.keyboard.press('Enter');
+  await page.getByText('That token was not accepted.').waitFor();
+  await page.getByLabel('Access token').fill('');
+  await page.keyboard.type(adminToken);
+  await page.keyboard.press('Enter');
+  await page.getByText('admin:root').waitFor();
+
+  // Tab order starts with the skip link, then the brand.
+  await page.keyboard.press('Tab');
+  assert.equal(await page.evaluate(() => document.activeElement?.textContent), 'Skip to content');
+
+  const unlabelled = await page.evaluate(() => [...document.querySelectorAll('input, select, textarea')]
+    .filter((el) => !el.labels?.length && !el.getAttribute('aria-label')).map((el) => el.outerHTML));
+  assert.deepEqual(unlabelled, [], 'every control has a label');
+
+  assert.deepEqual(blocked, [], 'the page asked for nothing outside our server');
+  // The one expected error: the browser logs the 401 that answered the bad token above.
+  const unauthorized = problems.filter((p) => p.includes('status of 401'));
+  assert.equal(unauthorized.length, 1, `one 401, from the bad token: ${problems.join('; ')}`);
+  assert.deepEqual(problems.filter((p) => !unauthorized.includes(p)), [], 'no page errors or console errors');
+  console.log(`dashboard: all steps passed; screenshots in ${shots}`);
+} finally {
+  await browser.close();
+}
