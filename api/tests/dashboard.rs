@@ -14,6 +14,18 @@ use sqlx::PgPool;
 #[sqlx::test(migrator = "projections::db::MIGRATOR")]
 async fn the_dashboard_works_in_a_real_browser(pool: PgPool) {
     let app = spawn_app(pool).await;
+    // A job that failed on every attempt, for the jobs page to list and retry.
+    let dead_job = uuid::Uuid::new_v4();
+    sqlx::query(
+        "insert into email_jobs (id, user_id, trigger_position, trigger_sequence, score, status,
+             attempts, last_error, next_attempt_at, created_at, updated_at)
+         values ($1, $2, 1000000, 2, 12, 'DEAD', 5, 'the LLM answered 500 five times', now(), now(), now())",
+    )
+    .bind(dead_job)
+    .bind(uuid::Uuid::new_v4())
+    .execute(&app.pool)
+    .await
+    .expect("a dead job");
     let browser_tests = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
     assert!(
         browser_tests.join("node_modules/playwright-core").is_dir(),
@@ -32,6 +44,7 @@ async fn the_dashboard_works_in_a_real_browser(pool: PgPool) {
         .env("ADMIN_TOKEN", ADMIN)
         .env("VIEWER_TOKEN", VIEWER)
         .env("SCREENSHOTS", &screenshots)
+        .env("DEAD_JOB", dead_job.to_string())
         .env("CHROMIUM", &chromium)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -13,7 +13,8 @@ const base = process.env.BASE_URL;
 const adminToken = process.env.ADMIN_TOKEN;
 const viewerToken = process.env.VIEWER_TOKEN;
 const shots = process.env.SCREENSHOTS;
-assert.ok(base && adminToken && viewerToken && shots, 'BASE_URL, ADMIN_TOKEN, VIEWER_TOKEN and SCREENSHOTS are required');
+const deadJob = process.env.DEAD_JOB;
+assert.ok(base && adminToken && viewerToken && shots && deadJob, 'BASE_URL, ADMIN_TOKEN, VIEWER_TOKEN, SCREENSHOTS and DEAD_JOB are required');
 mkdirSync(shots, { recursive: true });
 
 const TIMEOUT = 15_000;
@@ -26,6 +27,8 @@ const browser = await chromium.launch({
   args: ['--no-sandbox', '--disable-dev-shm-usage'],
 });
 
+const pages = [];
+
 async function newPage(viewport = { width: 1280, height: 900 }) {
   const context = await browser.newContext({ viewport });
   context.setDefaultTimeout(TIMEOUT);
@@ -36,6 +39,7 @@ async function newPage(viewport = { width: 1280, height: 900 }) {
     return route.abort('blockedbyclient');
   });
   const page = await context.newPage();
+  pages.push(page);
   page.on('pageerror', (error) => problems.push(`page error: ${error.message}`));
   page.on('console', (message) => {
     if (message.type() === 'error') problems.push(`console error: ${message.text()}`);
@@ -45,6 +49,11 @@ async function newPage(viewport = { width: 1280, height: 900 }) {
 
 async function shot(page, name) {
   await page.screenshot({ path: join(shots, `${name}.png`), fullPage: true });
+}
+
+/** The control labelled exactly `label` (a required field's label ends in a hidden " *"). */
+function input(page, label) {
+  return page.getByLabel(label, { exact: true }).or(page.getByLabel(`${label} *`, { exact: true }));
 }
 
 function step(name) {
@@ -74,16 +83,16 @@ try {
   step('adding a user shows the API error next to the email field, then adds them');
   await page.getByRole('link', { name: 'Users', exact: true }).click();
   await page.getByRole('link', { name: 'Add user' }).click();
-  await page.getByLabel('Name').fill('Ada Lovelace');
-  await page.getByLabel('Email').fill('not-an-email');
-  await page.getByLabel('Preferred categories').fill('Denim, Shoes');
+  await input(page, 'Name').fill('Ada Lovelace');
+  await input(page, 'Email').fill('not-an-email');
+  await input(page, 'Preferred categories').fill('Denim, Shoes');
   await page.getByRole('button', { name: 'Add user' }).click();
   const emailError = page.locator('[data-field="email"] .field-error');
   await emailError.filter({ hasText: /\S/ }).waitFor();
-  assert.equal(await page.getByLabel('Email').getAttribute('aria-invalid'), 'true');
-  assert.ok(await page.getByLabel('Email').evaluate((el) => el === document.activeElement), 'focus moves to the field in error');
+  assert.equal(await input(page, 'Email').getAttribute('aria-invalid'), 'true');
+  assert.ok(await input(page, 'Email').evaluate((el) => el === document.activeElement), 'focus moves to the field in error');
   await shot(page, '02-add-user-field-error');
-  await page.getByLabel('Email').fill('ada@example.com');
+  await input(page, 'Email').fill('ada@example.com');
   await page.getByRole('button', { name: 'Add user' }).click();
   await page.getByRole('heading', { name: 'Ada Lovelace', level: 1 }).waitFor();
   await page.getByText('Added Ada Lovelace.').waitFor();
@@ -93,18 +102,18 @@ try {
   // --- Find them in the table ---------------------------------------------------------------
   step('the users table finds them by search');
   await page.getByRole('link', { name: 'Users', exact: true }).click();
-  await page.getByLabel('Search name or email').fill('lovelace');
+  await input(page, 'Search name or email').fill('lovelace');
   await page.getByRole('button', { name: 'Apply' }).click();
   await page.locator('.count', { hasText: '1 user matching “lovelace”' }).waitFor();
   const row = page.locator(`tr[data-user-id="${userId}"]`);
   await row.waitFor();
   assert.equal(await page.locator('table.users tbody tr').count(), 1);
   assert.match(await row.textContent(), /ada@example\.com/);
-  await page.getByLabel('Search name or email').fill('nobody-by-this-name');
+  await input(page, 'Search name or email').fill('nobody-by-this-name');
   await page.getByRole('button', { name: 'Apply' }).click();
   await page.getByText('No users match.').waitFor();
-  await page.getByLabel('Search name or email').fill('');
-  await page.getByLabel('Risk').selectOption('not');
+  await input(page, 'Search name or email').fill('');
+  await input(page, 'Risk').selectOption('not');
   await page.locator('.count', { hasText: '1 user not at risk' }).waitFor();
   await row.waitFor();
   await shot(page, '03-users');
@@ -112,8 +121,8 @@ try {
 
   // --- Place an order -----------------------------------------------------------------------
   step('placing an order confirms it and shows it in the orders and the timeline');
-  await page.getByLabel('Amount').fill('59.90');
-  await page.getByLabel('Categories').fill('Denim');
+  await input(page, 'Amount').fill('59.90');
+  await input(page, 'Categories').fill('Denim');
   await page.getByRole('button', { name: 'Place order' }).click();
   await page.locator('.action-status .notice-ok').filter({ hasText: /Order ord-.* recorded: 1 orders/ }).waitFor();
   await page.locator('#orders-title', { hasText: 'Orders (1)' }).waitFor();
@@ -121,8 +130,8 @@ try {
 
   // --- Set a low score: the email appears live on this page and in the other tab's feed -----
   step('a low score writes an email that appears live on the user page and in the feed');
-  await page.getByLabel('Score (0 to 100)').fill('12');
-  await page.getByLabel('Reason').fill('demo: a low score');
+  await input(page, 'Score (0 to 100)').fill('12');
+  await input(page, 'Reason').fill('demo: a low score');
   await page.getByRole('button', { name: 'Set score' }).click();
   await page.locator('.action-status .notice-ok').filter({ hasText: 'Score set to 12' }).waitFor();
   const emailLink = page.locator('.email-list li a').first();
@@ -155,16 +164,16 @@ try {
   const asOf = page.locator('.as-of-state');
   await asOf.filter({ hasText: `version ${manualSeq - 1}` }).waitFor();
   assert.equal(await asOf.locator('.score-number').textContent(), scoreBefore);
-  await page.getByLabel('After version').fill(String(manualSeq));
+  await input(page, 'After version').fill(String(manualSeq));
   await page.getByRole('button', { name: 'Show' }).click();
   await asOf.filter({ hasText: `version ${manualSeq})` }).waitFor();
   assert.equal(await asOf.locator('.score-number').textContent(), '12');
-  await page.getByLabel('After version').fill('');
-  await page.getByLabel('At time (your local time)').fill('2000-01-01T00:00:00');
+  await input(page, 'After version').fill('');
+  await input(page, 'At time (your local time)').fill('2000-01-01T00:00:00');
   await page.getByRole('button', { name: 'Show' }).click();
   await page.getByText('The user did not exist yet then.').waitFor();
-  await page.getByLabel('At time (your local time)').fill('');
-  await page.getByLabel('After version').fill('0');
+  await input(page, 'At time (your local time)').fill('');
+  await input(page, 'After version').fill('0');
   await page.getByRole('button', { name: 'Show' }).click();
   await page.locator('[data-field="version"] .field-error').filter({ hasText: /at least 1/ }).waitFor();
   await page.locator('#as-of').screenshot({ path: join(shots, '06-as-of.png') });
@@ -181,19 +190,35 @@ try {
   await page.getByRole('link', { name: 'Emails', exact: true }).click();
   await page.locator('tr[data-email-id]').first().waitFor();
   await shot(page, '08-emails');
+
+  step('a dead job is listed with its error, and retry puts it back');
   await page.getByRole('link', { name: 'Email jobs' }).click();
-  await page.getByLabel('Status').selectOption('DONE');
+  const dead = page.locator(`tr[data-job-id="${deadJob}"]`);
+  await dead.waitFor();
+  assert.match(await dead.textContent(), /the LLM answered 500 five times/);
+  await shot(page, '09-email-jobs-dead');
+  await dead.getByRole('button', { name: /Retry/ }).click();
+  await page.getByText(/is pending again/).waitFor();
+  await input(page, 'Status').selectOption('DONE');
   await page.locator('tr[data-job-id]').first().waitFor();
-  await shot(page, '09-email-jobs');
+
+  step('errors are shown, never a blank page');
+  await page.goto(`${base}/#/users/not-an-id`);
+  await page.getByRole('alert').filter({ hasText: 'VALIDATION' }).waitFor();
+  await page.getByRole('button', { name: 'Try again' }).waitFor();
+  await page.goto(`${base}/#/users/00000000-0000-4000-8000-000000000000`);
+  await page.getByRole('heading', { name: 'No such user' }).waitFor();
+  await page.goto(`${base}/#/nowhere`);
+  await page.getByRole('heading', { name: 'Not found' }).waitFor();
 
   // --- Edit, with the API's errors by the field --------------------------------------------
   step('editing shows field errors and saves');
   await page.goto(`${base}/#/users/${userId}/edit`);
-  await page.getByLabel('Average order value').fill('12.345');
+  await input(page, 'Average order value').fill('12.345');
   await page.getByRole('button', { name: 'Save changes' }).click();
   await page.locator('[data-field="averageOrderValue"] .field-error').filter({ hasText: /\S/ }).waitFor();
-  await page.getByLabel('Average order value').fill('59.90');
-  await page.getByLabel('Name').fill('Ada King');
+  await input(page, 'Average order value').fill('59.90');
+  await input(page, 'Name').fill('Ada King');
   await page.getByRole('button', { name: 'Save changes' }).click();
   await page.getByRole('heading', { name: 'Ada King', level: 1 }).waitFor();
   await page.getByText('Saved Ada King.').waitFor();
@@ -245,7 +270,7 @@ try {
   await page.keyboard.type('not-a-token');
   await page.keyboard.press('Enter');
   await page.getByText('That token was not accepted.').waitFor();
-  await page.getByLabel('Access token').fill('');
+  await input(page, 'Access token').fill('');
   await page.keyboard.type(adminToken);
   await page.keyboard.press('Enter');
   await page.getByText('admin:root').waitFor();
@@ -264,6 +289,13 @@ try {
   assert.equal(unauthorized.length, 1, `one 401, from the bad token: ${problems.join('; ')}`);
   assert.deepEqual(problems.filter((p) => !unauthorized.includes(p)), [], 'no page errors or console errors');
   console.log(`dashboard: all steps passed; screenshots in ${shots}`);
+} catch (error) {
+  // What each page showed when it failed, for the person reading the failure.
+  for (const [i, p] of pages.entries()) {
+    await p.screenshot({ path: join(shots, `failure-page-${i}.png`), fullPage: true }).catch(() => {});
+  }
+  console.error(`problems seen: ${problems.join('; ') || 'none'}; screenshots in ${shots}`);
+  throw error;
 } finally {
   await browser.close();
 }
