@@ -34,7 +34,7 @@ select md5('e' || n || '-' || k)::uuid, md5('u' || n)::uuid, 'Subject ' || k, 'P
 SQL
 psql -q -h 127.0.0.1 -U postgres -d "$db" -c "vacuum analyze"
 
-API_TOKENS="viewer:bench:$digest" DATABASE_URL="$url" RUST_LOG=warn \
+API_TOKENS="viewer:bench:$digest" API_RATE_LIMIT_PER_SEC=0 DATABASE_URL="$url" RUST_LOG=warn \
   "$root/target/release/engagement" serve --listen 127.0.0.1:18090 >/tmp/bench-engagement.log 2>&1 &
 server=$!
 trap 'kill $server 2>/dev/null || true; [ -n "${KEEP:-}" ] || psql -q -h 127.0.0.1 -U postgres -c "drop database if exists $db with (force)"' EXIT

@@ -24,6 +24,7 @@ use tower_http::trace::TraceLayer;
 use crate::graphql::auth::TokenStore;
 use crate::graphql::{build_schema, ApiContext, ApiSchema};
 use crate::http;
+use crate::http::rate_limit::{RateLimit, RateLimiter};
 use axum::http::{header, HeaderName, HeaderValue, Method};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
@@ -42,6 +43,8 @@ pub struct AppState {
     pub tokens: Arc<TokenStore>,
     /// The email writer, as health reports it.
     pub email_writer: Arc<dyn Fn() -> String + Send + Sync>,
+    /// Requests per token (none: unlimited).
+    pub rate_limiter: Option<Arc<RateLimiter>>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -79,6 +82,8 @@ pub struct AppParts {
     pub cors_origins: Vec<HeaderValue>,
     /// The process manager and email workers.
     pub email: EmailSettings,
+    /// Requests per token (none: unlimited).
+    pub rate_limit: Option<RateLimit>,
 }
 
 impl AppParts {
@@ -97,6 +102,7 @@ impl AppParts {
                 workers: WorkerSettings::default(),
                 process_manager: ProcessManagerSettings::default(),
             },
+            rate_limit: Some(RateLimit::default()),
         }
     }
 }
@@ -154,6 +160,7 @@ impl App {
                 schema,
                 tokens: Arc::new(parts.tokens),
                 email_writer,
+                rate_limiter: parts.rate_limit.map(|l| Arc::new(RateLimiter::new(l))),
             },
             shutdown_grace: parts.shutdown_grace,
             background,

@@ -171,6 +171,7 @@ async fn run_serve(database: &DatabaseConfig, config: ServeConfig) -> anyhow::Re
             ..Default::default()
         },
         shutdown_grace: Duration::from_secs(config.shutdown_grace_secs),
+        rate_limit: config.rate_limit(),
         ..AppParts::new(pool)
     });
     tracing::info!(%address, policy = %config.scoring.scoring_policy, "serving");

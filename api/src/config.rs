@@ -151,9 +151,26 @@ pub struct ServeConfig {
     /// Browser origins allowed to call the API (comma-separated); empty: same origin only.
     #[arg(long, env = "CORS_ORIGINS", default_value = "")]
     pub cors_origins: String,
+    /// Requests a second each token may send, sustained; beyond it requests are refused with
+    /// 429 `RATE_LIMITED`. 0: no limit.
+    #[arg(long, env = "API_RATE_LIMIT_PER_SEC", default_value_t = 100)]
+    pub api_rate_limit_per_sec: u32,
+    /// Requests a token may send at once before the per-second rate applies.
+    #[arg(long, env = "API_RATE_LIMIT_BURST", default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..))]
+    pub api_rate_limit_burst: u32,
     /// Email writing.
     #[command(flatten)]
     pub email: EmailConfig,
+}
+
+impl ServeConfig {
+    /// The per-token request limit, if any.
+    pub fn rate_limit(&self) -> Option<crate::http::rate_limit::RateLimit> {
+        (self.api_rate_limit_per_sec > 0).then_some(crate::http::rate_limit::RateLimit {
+            per_second: self.api_rate_limit_per_sec,
+            burst: self.api_rate_limit_burst,
+        })
+    }
 }
 
 /// How re-engagement emails are written.

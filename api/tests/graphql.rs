@@ -2,8 +2,9 @@
 
 mod common;
 
+use api::http::rate_limit::RateLimit;
 use chrono::Duration;
-use common::{spawn_app, ADMIN, OPERATOR, VIEWER};
+use common::{spawn_app, spawn_app_rate_limited, ADMIN, OPERATOR, VIEWER};
 use domain::client::{ClientAction, EmailContent, Generator, RecordEmail};
 use projections::commands::CommandMetadata;
 use serde_json::json;
@@ -804,4 +805,61 @@ async fn the_dashboard_is_served_from_the_binary_under_a_strict_policy(pool: PgP
     ] {
         assert_eq!(get(missing).await.unwrap().status(), 404, "{missing}");
     }
+}
+
+#[sqlx::test(migrator = "projections::db::MIGRATOR")]
+async fn a_token_over_its_request_budget_is_refused_and_changes_nothing(pool: PgPool) {
+    let app = spawn_app_rate_limited(
+        pool,
+        RateLimit {
+            per_second: 1,
+            burst: 3,
+        },
+    )
+    .await;
+    let id = app.create_user("Grace", "grace@example.com").await; // one of the operator's three
+    for _ in 0..2 {
+        app.gql("{ users { totalCount } }", json!({})).await;
+    }
+    let before = app.event_count().await;
+    let response = app
+        .client
+        .post(format!("{}/graphql", app.address))
+        .bearer_auth(OPERATOR)
+        .json(&json!({
+            "query": "mutation($u: ID!) { unsubscribeUser(userId: $u) { id } }",
+            "variables": { "u": id },
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 429);
+    let retry_after: u64 = response.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=2).contains(&retry_after), "{retry_after}");
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"], "RATE_LIMITED",
+        "{body}"
+    );
+    assert_eq!(
+        app.event_count().await,
+        before,
+        "the refused mutation did nothing"
+    );
+    // Another token has its own budget.
+    app.gql_ok(VIEWER, "{ users { totalCount } }", json!({}))
+        .await;
+    // And the operator's comes back at the sustained rate.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let data = app
+        .gql(
+            "mutation($u: ID!) { unsubscribeUser(userId: $u) { status } }",
+            json!({ "u": id }),
+        )
+        .await;
+    assert_eq!(data["unsubscribeUser"]["status"], "UNSUBSCRIBED");
 }

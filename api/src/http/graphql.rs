@@ -126,12 +126,31 @@ fn precheck(request: &async_graphql::Request, over_get: bool) -> Result<(), ApiE
     Ok(())
 }
 
+/// Refuses a caller over their request budget, with `Retry-After` in whole seconds.
+fn over_limit(state: &AppState, principal: &Principal) -> Option<Response> {
+    let wait = state
+        .rate_limiter
+        .as_ref()?
+        .check(&principal.actor, std::time::Instant::now())
+        .err()?;
+    let mut response = refuse(StatusCode::TOO_MANY_REQUESTS, &ApiError::RateLimited);
+    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    response.headers_mut().insert(
+        header::RETRY_AFTER,
+        axum::http::HeaderValue::from(seconds.max(1)),
+    );
+    Some(response)
+}
+
 async fn execute(
     state: &AppState,
     principal: Principal,
     meta: RequestMeta,
     request: async_graphql::Request,
 ) -> Response {
+    if let Some(refused) = over_limit(state, &principal) {
+        return refused;
+    }
     let request = request
         .data(principal)
         .data(meta)
@@ -297,6 +316,7 @@ async fn serve_socket(
             }
         });
     let tokens = state.tokens.clone();
+    let limiter = state.rate_limiter.clone();
     let on_init = move |payload: serde_json::Value| async move {
         let token = payload
             .get("Authorization")
@@ -317,6 +337,14 @@ async fn serve_socket(
             .and_then(|t| tokens.authenticate(&t))
             .or(pre_authenticated);
         match principal {
+            // A connection counts as one request against the caller's budget.
+            Some(p)
+                if limiter
+                    .as_ref()
+                    .is_some_and(|l| l.check(&p.actor, std::time::Instant::now()).is_err()) =>
+            {
+                Err(ApiError::RateLimited.to_graphql())
+            }
             Some(p) => {
                 let mut data = Data::default();
                 data.insert(p);

@@ -4,3 +4,4 @@ pub mod dashboard;
 pub mod graphql;
 pub mod health;
 pub mod playground;
+pub mod rate_limit;

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use api::app::{App, AppParts};
 use api::graphql::auth::{digest_hex, TokenStore};
+use api::http::rate_limit::RateLimit;
 use chrono::{TimeZone, Utc};
 use projections::clock::ManualClock;
 use serde_json::{json, Value};
@@ -61,6 +62,24 @@ pub async fn spawn_app_with(
     clock: Arc<ManualClock>,
     rescore_interval: Duration,
 ) -> TestApp {
+    spawn(pool, clock, rescore_interval, None).await
+}
+
+/// A server that limits each token to `limit`.
+pub async fn spawn_app_rate_limited(pool: PgPool, limit: RateLimit) -> TestApp {
+    let clock = Arc::new(ManualClock::new(
+        Utc.with_ymd_and_hms(2026, 3, 2, 9, 0, 0).unwrap(),
+    ));
+    spawn(pool, clock, Duration::from_secs(60), Some(limit)).await
+}
+
+/// Tests other than the rate limit's own run unlimited: they send bursts on purpose.
+async fn spawn(
+    pool: PgPool,
+    clock: Arc<ManualClock>,
+    rescore_interval: Duration,
+    rate_limit: Option<RateLimit>,
+) -> TestApp {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = format!("http://{}", listener.local_addr().unwrap());
     let (stop, stopped) = oneshot::channel::<()>();
@@ -68,6 +87,7 @@ pub async fn spawn_app_with(
         clock: clock.clone(),
         tokens: tokens(),
         shutdown_grace: Duration::from_secs(2),
+        rate_limit,
         rescore: projections::scheduler::RescoreSettings {
             interval: rescore_interval,
             ..Default::default()
