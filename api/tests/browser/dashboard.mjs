@@ -257,6 +257,34 @@ try {
     await shot(phone, name);
   }
 
+  // --- The GraphQL playground: offline, signed in by its link, subscriptions included -----
+  step('the playground loads offline and runs a subscription from its editor');
+  const playground = await newPage();
+  // GraphiQL keeps the editor's query in localStorage: start with a subscription in it.
+  await playground.addInitScript(() => {
+    localStorage.setItem('graphiql:query', 'subscription { events { type payload } }');
+  });
+  await playground.goto(`${base}/graphql?token=${adminToken}`);
+  await playground.locator('.graphiql-container').waitFor();
+  assert.ok(!playground.url().includes('token='), 'the playground drops the token from the address');
+  await playground.locator('.graphiql-execute-button').click();
+  const response = playground.locator('.graphiql-response');
+  // Events committed after the subscription started: write until one shows in the results.
+  let seen = false;
+  for (let i = 0; i < 30 && !seen; i += 1) {
+    await playground.evaluate(async ([token, n]) => {
+      await fetch('/graphql', {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${token}` },
+        body: JSON.stringify({ query: `mutation { createUser(input: { name: "Playground ${n}", email: "playground${n}@example.com" }) { id } }` }),
+      });
+    }, [adminToken, i]);
+    seen = await response.filter({ hasText: 'UserCreated' }).waitFor({ timeout: 500 }).then(() => true, () => false);
+  }
+  assert.ok(seen, `the subscription showed no event: ${await response.textContent()}`);
+  assert.match(await response.textContent(), /Playground \d+/);
+  await shot(playground, '15-playground');
+
   // --- Delete (admin), sign out, sign in from the keyboard ---------------------------------
   step('delete asks first; sign out forgets the token; sign in works from the keyboard');
   await page.goto(`${base}/#/users/${userId}`);
