@@ -118,4 +118,17 @@ async fn a_page_of_users_with_their_emails_costs_the_same_queries_whatever_its_s
         (2..=3).contains(&statements[0]),
         "users page, emails pages, email counts: {statements:?}"
     );
+    // Counting is a statement of its own, made only when `totalCount` is asked for.
+    captured.take();
+    app.gql(
+        "{ users(first: 25) { nodes { id emails(first: 10) { nodes { subject } } } } }",
+        json!({}),
+    )
+    .await;
+    let uncounted = captured
+        .take()
+        .lines()
+        .filter(|l| l.contains("sort_key") || l.contains("emails e"))
+        .count();
+    assert_eq!(uncounted, statements[0] - 1, "no count without totalCount");
 }

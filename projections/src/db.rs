@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use sqlx::migrate::{MigrateDatabase, Migrator};
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgSslMode};
+use sqlx::Connection as _;
 use sqlx::{PgPool, Postgres};
 
 /// Every table, embedded in the binary.
@@ -71,6 +72,30 @@ pub fn redact_url(url: &str) -> String {
     out
 }
 
+/// Connections idle at least this long are pinged before they are handed out.
+const RECHECK_IDLE_AFTER: Duration = Duration::from_secs(5);
+
+/// True when `url` names a server on this machine (a loopback address, `localhost` or a Unix
+/// socket) and says nothing about TLS.
+fn on_loopback_without_sslmode(url: &str, options: &PgConnectOptions) -> bool {
+    let query = url.split_once('?').map_or("", |(_, q)| q);
+    let explicit = query.split('&').any(|kv| {
+        let key = kv.split('=').next().unwrap_or("");
+        key.eq_ignore_ascii_case("sslmode") || key.eq_ignore_ascii_case("ssl-mode")
+    }) || std::env::var_os("PGSSLMODE").is_some();
+    if explicit {
+        return false;
+    }
+    let host = options.get_host();
+    host.starts_with('/')
+        || host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// Connects a pool to `url` with the session settings every connection of ours needs.
 ///
 /// # Errors
@@ -89,9 +114,28 @@ pub async fn connect(url: &str, settings: &PoolSettings) -> anyhow::Result<PgPoo
                 settings.idle_in_transaction_timeout.as_millis().to_string(),
             ),
         ]);
+    let options = if on_loopback_without_sslmode(url, &options) {
+        // TLS to a server on this machine protects nothing, and under load it cost about a
+        // sixth of the service's CPU. An explicit `sslmode` is always honoured.
+        options.ssl_mode(PgSslMode::Disable)
+    } else {
+        options
+    };
     PgPoolOptions::new()
         .max_connections(settings.max_connections)
         .acquire_timeout(settings.acquire_timeout)
+        // sqlx pings every connection it hands out: a round trip per acquire. A connection
+        // in steady use is known to work; one that sat idle (the server may have restarted or
+        // dropped it) is still checked before use.
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for >= RECHECK_IDLE_AFTER {
+                    conn.ping().await?;
+                }
+                Ok(true)
+            })
+        })
         .connect_with(options)
         .await
         .with_context(|| format!("could not connect to PostgreSQL at {}", redact_url(url)))
@@ -124,7 +168,23 @@ pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::redact_url;
+    use super::{on_loopback_without_sslmode, redact_url, PgConnectOptions};
+    use std::str::FromStr as _;
+
+    #[test]
+    fn tls_is_skipped_only_for_this_machine_and_only_when_unasked() {
+        let check = |url: &str| {
+            on_loopback_without_sslmode(url, &PgConnectOptions::from_str(url).expect("a URL"))
+        };
+        assert!(check("postgres://postgres@127.0.0.1:5432/engagement"));
+        assert!(check("postgres://postgres@localhost/engagement"));
+        assert!(check("postgres://postgres@[::1]:5432/engagement"));
+        assert!(!check(
+            "postgres://postgres@127.0.0.1/engagement?sslmode=require"
+        ));
+        assert!(!check("postgres://postgres@db.internal:5432/engagement"));
+        assert!(!check("postgres://postgres@10.0.0.5:5432/engagement"));
+    }
 
     #[test]
     fn passwords_never_reach_a_log_line() {

@@ -25,6 +25,8 @@ pub struct EmailsPageKey {
     pub after: Option<(DateTime<Utc>, Uuid)>,
     /// Page size.
     pub limit: i64,
+    /// Whether `totalCount` was asked for (counting is a query of its own).
+    pub count: bool,
 }
 
 impl EmailsPageKey {
@@ -32,11 +34,17 @@ impl EmailsPageKey {
     ///
     /// # Errors
     /// `VALIDATION` on `first` or `after`.
-    pub fn new(user_id: Uuid, first: Option<i32>, after: Option<&str>) -> ApiResult<Self> {
+    pub fn new(
+        user_id: Uuid,
+        first: Option<i32>,
+        after: Option<&str>,
+        count: bool,
+    ) -> ApiResult<Self> {
         Ok(Self {
             user_id,
             after: after.map(cursor::decode).transpose()?,
             limit: cursor::page_size(first)?,
+            count,
         })
     }
 }
@@ -50,6 +58,8 @@ pub struct EventsPageKey {
     pub after: i64,
     /// Page size.
     pub limit: i64,
+    /// Whether `totalCount` was asked for (counting is a query of its own).
+    pub count: bool,
 }
 
 impl EventsPageKey {
@@ -57,11 +67,17 @@ impl EventsPageKey {
     ///
     /// # Errors
     /// `VALIDATION` on `first` or `after`.
-    pub fn new(user_id: Uuid, first: Option<i32>, after: Option<&str>) -> ApiResult<Self> {
+    pub fn new(
+        user_id: Uuid,
+        first: Option<i32>,
+        after: Option<&str>,
+        count: bool,
+    ) -> ApiResult<Self> {
         Ok(Self {
             user_id,
             after: after.map(cursor::decode).transpose()?.unwrap_or(0),
             limit: cursor::page_size(first)?,
+            count,
         })
     }
 }
@@ -128,15 +144,21 @@ impl Loader<EmailsPageKey> for PgLoader {
         .fetch_all(&self.pool)
         .await
         .map_err(wrap)?;
-        let counts: Vec<(Uuid, i64)> = sqlx::query_as(
-            "select k.user_id, (select count(*) from emails e where e.user_id = k.user_id)
-               from unnest($1::uuid[]) k(user_id)",
-        )
-        .bind(&users)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(wrap)?;
-        let counts: HashMap<Uuid, i64> = counts.into_iter().collect();
+        let counted: Vec<Uuid> = keys.iter().filter(|k| k.count).map(|k| k.user_id).collect();
+        let counts: HashMap<Uuid, i64> = if counted.is_empty() {
+            HashMap::new()
+        } else {
+            sqlx::query_as::<_, (Uuid, i64)>(
+                "select k.user_id, (select count(*) from emails e where e.user_id = k.user_id)
+                   from unnest($1::uuid[]) k(user_id)",
+            )
+            .bind(&counted)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(wrap)?
+            .into_iter()
+            .collect()
+        };
         let mut pages: Vec<Vec<EmailRow>> = vec![Vec::new(); keys.len()];
         for Ordered { ord, row } in rows {
             pages[usize::try_from(ord - 1).unwrap_or(0)].push(row);
@@ -172,10 +194,14 @@ impl Loader<EventsPageKey> for PgLoader {
         let events = log::read_stream_pages(&self.pool, &pages)
             .await
             .map_err(Arc::new)?;
-        let users: Vec<Uuid> = keys.iter().map(|k| k.user_id).collect();
-        let lengths = log::stream_lengths(&self.pool, &users)
-            .await
-            .map_err(Arc::new)?;
+        let counted: Vec<Uuid> = keys.iter().filter(|k| k.count).map(|k| k.user_id).collect();
+        let lengths = if counted.is_empty() {
+            HashMap::new()
+        } else {
+            log::stream_lengths(&self.pool, &counted)
+                .await
+                .map_err(Arc::new)?
+        };
         Ok(keys
             .iter()
             .cloned()

@@ -326,7 +326,13 @@ impl Query {
         first: Option<i32>,
         after: Option<String>,
     ) -> async_graphql::Result<EventConnection> {
-        let key = EventsPageKey::new(parse_id(&user_id, "userId")?, first, after.as_deref())?;
+        let count = ctx.look_ahead().field("totalCount").exists();
+        let key = EventsPageKey::new(
+            parse_id(&user_id, "userId")?,
+            first,
+            after.as_deref(),
+            count,
+        )?;
         Ok(ctx.data_unchecked::<Loaders>().events_page(key).await?)
     }
 

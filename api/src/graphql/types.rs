@@ -195,7 +195,8 @@ impl User {
         first: Option<i32>,
         after: Option<String>,
     ) -> async_graphql::Result<EmailConnection> {
-        let key = EmailsPageKey::new(self.uuid(), first, after.as_deref())?;
+        let count = ctx.look_ahead().field("totalCount").exists();
+        let key = EmailsPageKey::new(self.uuid(), first, after.as_deref(), count)?;
         Ok(ctx.data_unchecked::<Loaders>().emails_page(key).await?)
     }
 
@@ -209,7 +210,8 @@ impl User {
         first: Option<i32>,
         after: Option<String>,
     ) -> async_graphql::Result<EventConnection> {
-        let key = EventsPageKey::new(self.uuid(), first, after.as_deref())?;
+        let count = ctx.look_ahead().field("totalCount").exists();
+        let key = EventsPageKey::new(self.uuid(), first, after.as_deref(), count)?;
         Ok(ctx.data_unchecked::<Loaders>().events_page(key).await?)
     }
 }
