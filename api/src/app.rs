@@ -25,6 +25,7 @@ use crate::graphql::auth::TokenStore;
 use crate::graphql::{build_schema, ApiContext, ApiSchema};
 use crate::http;
 use crate::http::rate_limit::{RateLimit, RateLimiter};
+use crate::http::response_cache::ResponseCache;
 use axum::http::{header, HeaderName, HeaderValue, Method};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
@@ -45,6 +46,8 @@ pub struct AppState {
     pub email_writer: Arc<dyn Fn() -> String + Send + Sync>,
     /// Requests per token (none: unlimited).
     pub rate_limiter: Option<Arc<RateLimiter>>,
+    /// Answers to view reads, kept until the views move (none: off).
+    pub response_cache: Option<Arc<ResponseCache>>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -84,6 +87,8 @@ pub struct AppParts {
     pub email: EmailSettings,
     /// Requests per token (none: unlimited).
     pub rate_limit: Option<RateLimit>,
+    /// Bytes of answers to view reads to keep (0: none).
+    pub response_cache_bytes: usize,
 }
 
 impl AppParts {
@@ -103,6 +108,7 @@ impl AppParts {
                 process_manager: ProcessManagerSettings::default(),
             },
             rate_limit: Some(RateLimit::default()),
+            response_cache_bytes: 64 << 20,
         }
     }
 }
@@ -161,6 +167,8 @@ impl App {
                 tokens: Arc::new(parts.tokens),
                 email_writer,
                 rate_limiter: parts.rate_limit.map(|l| Arc::new(RateLimiter::new(l))),
+                response_cache: (parts.response_cache_bytes > 0)
+                    .then(|| Arc::new(ResponseCache::new(parts.response_cache_bytes))),
             },
             shutdown_grace: parts.shutdown_grace,
             background,

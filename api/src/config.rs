@@ -158,6 +158,9 @@ pub struct ServeConfig {
     /// Requests a token may send at once before the per-second rate applies.
     #[arg(long, env = "API_RATE_LIMIT_BURST", default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..))]
     pub api_rate_limit_burst: u32,
+    /// Megabytes of answers to read-model queries kept until the read models change (0: off).
+    #[arg(long, env = "API_RESPONSE_CACHE_MB", default_value_t = 64)]
+    pub api_response_cache_mb: usize,
     /// Email writing.
     #[command(flatten)]
     pub email: EmailConfig,

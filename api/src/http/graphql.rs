@@ -27,6 +27,7 @@ use crate::graphql::auth::Principal;
 use crate::graphql::errors::ApiError;
 use crate::graphql::loaders::Loaders;
 use crate::graphql::RequestMeta;
+use crate::http::response_cache::{self, ResponseCache};
 
 /// Largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -98,10 +99,11 @@ fn count_aliases(set: &SelectionSet, doc: &ExecutableDocument, depth: usize) -> 
 }
 
 /// Checks what the schema's own limits do not: aliases, and that GET carries no mutation.
-fn precheck(request: &async_graphql::Request, over_get: bool) -> Result<(), ApiError> {
+/// `Ok(true)` when the request reads only the views (its answer may be kept).
+fn precheck(request: &async_graphql::Request, over_get: bool) -> Result<bool, ApiError> {
     let Ok(doc) = async_graphql::parser::parse_query(&request.query) else {
         // Let the executor report the syntax error with its position.
-        return Ok(());
+        return Ok(false);
     };
     let mut aliases = 0;
     for (name, op) in doc.operations.iter() {
@@ -123,7 +125,33 @@ fn precheck(request: &async_graphql::Request, over_get: bool) -> Result<(), ApiE
             format!("at most {MAX_ALIASES} aliases per request"),
         ));
     }
-    Ok(())
+    Ok(response_cache::reads_only_views(
+        &doc,
+        request.operation_name.as_deref(),
+    ))
+}
+
+/// What identifies an answer: the caller's role, and the request itself.
+fn cache_key(principal: &Principal, request: &async_graphql::Request) -> String {
+    let variables = serde_json::to_string(&request.variables).unwrap_or_default();
+    format!(
+        "{}\n{}\n{variables}\n{}",
+        principal.role.as_str(),
+        request.operation_name.as_deref().unwrap_or(""),
+        request.query
+    )
+}
+
+/// A JSON answer, saying whether it came from the cache.
+fn json_answer(body: Bytes, cache: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (header::HeaderName::from_static("x-cache"), cache),
+        ],
+        body,
+    )
+        .into_response()
 }
 
 /// Refuses a caller over their request budget, with `Retry-After` in whole seconds.
@@ -147,9 +175,27 @@ async fn execute(
     principal: Principal,
     meta: RequestMeta,
     request: async_graphql::Request,
+    reads_only_views: bool,
 ) -> Response {
     if let Some(refused) = over_limit(state, &principal) {
         return refused;
+    }
+    // The views' token is read before executing: an answer computed while they moved is kept
+    // under the old token and never served under the new one.
+    let mut kept = None;
+    if let (Some(cache), true) = (&state.response_cache, reads_only_views) {
+        match ResponseCache::token(&state.pool).await {
+            Ok(token) => {
+                let key = cache_key(&principal, &request);
+                if let Some(answer) = cache.get(&token, &key) {
+                    return json_answer(answer, "hit");
+                }
+                kept = Some((cache, token, key));
+            }
+            Err(error) => {
+                tracing::warn!(%error, "reading the views' checkpoints; answering uncached")
+            }
+        }
     }
     let request = request
         .data(principal)
@@ -165,7 +211,24 @@ async fn execute(
                     extensions.set("code", "VALIDATION");
                 }
             }
-            Json(response).into_response()
+            let body = match serde_json::to_vec(&response) {
+                Ok(body) => Bytes::from(body),
+                Err(error) => {
+                    return refuse(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        &ApiError::Internal(
+                            anyhow::Error::new(error).context("encoding a response"),
+                        ),
+                    )
+                }
+            };
+            match kept {
+                Some((cache, token, key)) if response.errors.is_empty() => {
+                    cache.put(token, key, body.clone());
+                    json_answer(body, "miss")
+                }
+                _ => json_answer(body, "bypass"),
+            }
         }
         Err(_) => refuse(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -221,10 +284,18 @@ async fn post_graphql(State(state): State<AppState>, headers: HeaderMap, body: B
             )
         }
     };
-    if let Err(error) = precheck(&request, false) {
-        return refuse(StatusCode::BAD_REQUEST, &error);
-    }
-    execute(&state, principal, request_meta(&headers), request).await
+    let reads_only_views = match precheck(&request, false) {
+        Ok(views) => views,
+        Err(error) => return refuse(StatusCode::BAD_REQUEST, &error),
+    };
+    execute(
+        &state,
+        principal,
+        request_meta(&headers),
+        request,
+        reads_only_views,
+    )
+    .await
 }
 
 /// Query-string form of a GraphQL request.
@@ -263,10 +334,18 @@ async fn get_graphql(
             }
         }
     }
-    if let Err(error) = precheck(&request, true) {
-        return refuse(StatusCode::METHOD_NOT_ALLOWED, &error);
-    }
-    execute(&state, principal, request_meta(&headers), request).await
+    let reads_only_views = match precheck(&request, true) {
+        Ok(views) => views,
+        Err(error) => return refuse(StatusCode::METHOD_NOT_ALLOWED, &error),
+    };
+    execute(
+        &state,
+        principal,
+        request_meta(&headers),
+        request,
+        reads_only_views,
+    )
+    .await
 }
 
 #[derive(Debug, serde::Deserialize)]

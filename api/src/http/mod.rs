@@ -5,3 +5,4 @@ pub mod graphql;
 pub mod health;
 pub mod playground;
 pub mod rate_limit;
+pub mod response_cache;
