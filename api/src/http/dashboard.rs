@@ -29,6 +29,7 @@ static ASSETS: &[(&str, &str)] = files!(
     "js/views/jobs.js",
     "js/views/names.js",
     "js/views/overview.js",
+    "js/views/paging.js",
     "js/views/user-form.js",
     "js/views/user.js",
     "js/views/users.js",

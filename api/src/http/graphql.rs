@@ -170,16 +170,23 @@ fn over_limit(state: &AppState, principal: &Principal) -> Option<Response> {
     Some(response)
 }
 
+/// Checks and runs a request (`over_get`: it came as a GET).
 async fn execute(
     state: &AppState,
     principal: Principal,
-    meta: RequestMeta,
+    headers: &HeaderMap,
     request: async_graphql::Request,
-    reads_only_views: bool,
+    over_get: bool,
 ) -> Response {
+    let reads_only_views = match precheck(&request, over_get) {
+        Ok(views) => views,
+        Err(error) if over_get => return refuse(StatusCode::METHOD_NOT_ALLOWED, &error),
+        Err(error) => return refuse(StatusCode::BAD_REQUEST, &error),
+    };
     if let Some(refused) = over_limit(state, &principal) {
         return refused;
     }
+    let meta = request_meta(headers);
     // The views' token is read before executing: an answer computed while they moved is kept
     // under the old token and never served under the new one.
     let mut kept = None;
@@ -284,18 +291,7 @@ async fn post_graphql(State(state): State<AppState>, headers: HeaderMap, body: B
             )
         }
     };
-    let reads_only_views = match precheck(&request, false) {
-        Ok(views) => views,
-        Err(error) => return refuse(StatusCode::BAD_REQUEST, &error),
-    };
-    execute(
-        &state,
-        principal,
-        request_meta(&headers),
-        request,
-        reads_only_views,
-    )
-    .await
+    execute(&state, principal, &headers, request, false).await
 }
 
 /// Query-string form of a GraphQL request.
@@ -334,18 +330,7 @@ async fn get_graphql(
             }
         }
     }
-    let reads_only_views = match precheck(&request, true) {
-        Ok(views) => views,
-        Err(error) => return refuse(StatusCode::METHOD_NOT_ALLOWED, &error),
-    };
-    execute(
-        &state,
-        principal,
-        request_meta(&headers),
-        request,
-        reads_only_views,
-    )
-    .await
+    execute(&state, principal, &headers, request, true).await
 }
 
 #[derive(Debug, serde::Deserialize)]

@@ -257,6 +257,32 @@ try {
     await shot(phone, name);
   }
 
+  // --- Paging through the users table -------------------------------------------------------
+  step('the users table pages forward and back');
+  await page.evaluate(async (token) => {
+    for (let i = 0; i < 30; i += 1) {
+      await fetch('/graphql', {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${token}` },
+        body: JSON.stringify({ query: `mutation { createUser(input: { name: "Pager ${String(i).padStart(2, '0')}", email: "pager${i}@example.com" }) { id } }` }),
+      });
+    }
+  }, adminToken);
+  await page.goto(`${base}/#/users?search=pager&sort=NAME:ASC`);
+  const names = () => page.locator('table.users tbody tr td:first-child').allTextContents();
+  await page.locator('.count', { hasText: '30 users matching “pager”' }).waitFor();
+  const first = await names();
+  assert.equal(first.length, 25);
+  assert.equal(first[0], 'Pager 00');
+  await page.getByRole('button', { name: 'Next page' }).click();
+  await page.locator('table.users tbody tr td:first-child', { hasText: 'Pager 25' }).waitFor();
+  assert.deepEqual(await names(), ['Pager 25', 'Pager 26', 'Pager 27', 'Pager 28', 'Pager 29']);
+  assert.equal(await page.getByRole('button', { name: 'Next page' }).count(), 0);
+  await page.getByRole('button', { name: 'Previous page' }).click();
+  await page.locator('table.users tbody tr td:first-child', { hasText: 'Pager 00' }).waitFor();
+  assert.deepEqual(await names(), first);
+  assert.equal(await page.getByRole('button', { name: 'Previous page' }).count(), 0);
+
   // --- The GraphQL playground: offline, signed in by its link, subscriptions included -----
   step('the playground loads offline and runs a subscription from its editor');
   const playground = await newPage();

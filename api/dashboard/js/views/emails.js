@@ -2,6 +2,7 @@
 
 import { gql } from '../api.js';
 import { h, mount, load, timeEl } from '../dom.js';
+import { goTo, pager, FIRST_PAGE } from './paging.js';
 
 const LIST = `query($status: EmailStatus, $first: Int, $after: String) {
   emails(status: $status, first: $first, after: $after) {
@@ -20,21 +21,14 @@ const ONE = `query($id: ID!) {
 const PAGE_SIZE = 25;
 
 export function renderList(view, { params, navigate }) {
-  const go = (changes) => {
-    const next = new URLSearchParams(params);
-    for (const [k, v] of Object.entries(changes)) {
-      if (v === null || v === undefined || v === '') next.delete(k); else next.set(k, v);
-    }
-    navigate(`/emails?${next}`);
-  };
-  const statusSelect = h('select', { id: 'e-status', name: 'status', onchange: (e) => go({ status: e.target.value, after: null, trail: null }) },
+  const go = goTo(navigate, '/emails', params);
+  const statusSelect = h('select', { id: 'e-status', name: 'status', onchange: (e) => go({ status: e.target.value, ...FIRST_PAGE }) },
     [['', 'Any status'], ['GENERATED', 'Generated'], ['WOULD_SEND', 'Would send'], ['SENT', 'Sent']]
       .map(([v, t]) => h('option', { value: v, selected: v === (params.get('status') ?? '') }, t)));
   const results = h('div');
   mount(view, h('h1', {}, 'Emails'),
     h('div', { class: 'filters' }, h('div', { class: 'field' }, h('label', { for: 'e-status' }, 'Status'), statusSelect)),
     results);
-  const trail = (params.get('trail') ?? '').split(',').filter(Boolean);
   load(results, 'Loading emails', () => gql(LIST, {
     status: params.get('status') || null, first: PAGE_SIZE, after: params.get('after') || null,
   }), ({ emails }) => [
@@ -50,9 +44,7 @@ export function renderList(view, { params, navigate }) {
           h('td', {}, e.status.toLowerCase().replace('_', ' ')),
           h('td', {}, e.generator))))))
       : h('p', { class: 'empty' }, 'No emails yet.'),
-    h('nav', { class: 'pager', 'aria-label': 'Pages' },
-      params.get('after') ? h('button', { type: 'button', class: 'secondary', onclick: () => go({ after: trail.at(-1) === '-' ? null : trail.at(-1), trail: trail.slice(0, -1).join(',') }) }, 'Previous page') : null,
-      emails.pageInfo.hasNextPage ? h('button', { type: 'button', class: 'secondary', onclick: () => go({ after: emails.pageInfo.endCursor, trail: [...trail, params.get('after') || '-'].join(',') }) }, 'Next page') : null),
+    pager(params, emails.pageInfo, go),
   ]);
 }
 

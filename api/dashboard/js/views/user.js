@@ -33,14 +33,20 @@ const AS_OF = `query($id: ID!, $at: DateTime, $version: Int) {
   }
 }`;
 
-/** Every event of the user, oldest first (pages of 200). */
+/** The page reads at most this many events (a long-lived client's whole log stays an API away). */
+const HISTORY_LIMIT = 5000;
+
+/** The user's events, oldest first (pages of 200), up to HISTORY_LIMIT; `total` is all of them. */
 async function history(id) {
   const events = [];
   let after = null;
   for (;;) {
     const { userHistory } = await gql(HISTORY, { id, after });
     events.push(...userHistory.nodes);
-    if (!userHistory.pageInfo.hasNextPage) return events;
+    if (!userHistory.pageInfo.hasNextPage || events.length >= HISTORY_LIMIT) {
+      events.total = userHistory.totalCount;
+      return events;
+    }
     after = userHistory.pageInfo.endCursor;
   }
 }
@@ -129,8 +135,10 @@ function timelineSection(events, showAsOf) {
         ]),
         h('pre', {}, JSON.stringify(e.payload, null, 2))));
   });
+  const partial = events.total > events.length;
   return h('section', { class: 'card', 'aria-labelledby': 'timeline-title' },
-    h('h2', { id: 'timeline-title' }, `History (${events.length} events, newest first)`),
+    h('h2', { id: 'timeline-title' }, `History (${events.total ?? events.length} events, newest first)`),
+    partial ? h('p', { class: 'notice notice-info' }, `The first ${events.length} events are shown here; the rest are in userHistory.`) : null,
     h('ol', { class: 'timeline' }, items));
 }
 

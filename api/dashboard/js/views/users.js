@@ -2,6 +2,7 @@
 
 import { gql, can } from '../api.js';
 import { h, mount, load, scoreBadge, bandOf, timeEl } from '../dom.js';
+import { goTo, pager, FIRST_PAGE } from './paging.js';
 
 const USERS = `query($filter: UserFilter, $orderBy: UserOrder, $first: Int, $after: String) {
   users(filter: $filter, orderBy: $orderBy, first: $first, after: $after) {
@@ -57,13 +58,7 @@ function describe(count, params) {
 }
 
 export function render(view, { params, viewer, navigate }) {
-  const go = (changes) => {
-    const next = new URLSearchParams(params);
-    for (const [k, v] of Object.entries(changes)) {
-      if (v === null || v === undefined || v === '') next.delete(k); else next.set(k, v);
-    }
-    navigate(`/users?${next}`);
-  };
+  const go = goTo(navigate, '/users', params);
   const form = h('form', {
     class: 'filters', role: 'search', 'aria-label': 'Filter users',
     onsubmit: (event) => {
@@ -71,7 +66,7 @@ export function render(view, { params, viewer, navigate }) {
       const data = new FormData(form);
       go({
         search: data.get('search'), category: data.get('category'), risk: data.get('risk'),
-        status: data.get('status'), sort: data.get('sort'), after: null, trail: null,
+        status: data.get('status'), sort: data.get('sort'), ...FIRST_PAGE,
       });
     },
   },
@@ -95,7 +90,6 @@ export function render(view, { params, viewer, navigate }) {
       can(viewer, 'mutate') ? h('a', { class: 'button', href: '#/users/new' }, 'Add user') : null),
     form, results);
 
-  const trail = (params.get('trail') ?? '').split(',').filter((c) => c !== '');
   load(results, 'Loading users', () => gql(USERS, queryFrom(params)), ({ users }) => {
     const rows = users.nodes.map((u) => h('tr', { dataset: { userId: u.id } },
       h('td', {}, h('a', { href: `#/users/${encodeURIComponent(u.id)}` }, u.name)),
@@ -104,18 +98,6 @@ export function render(view, { params, viewer, navigate }) {
       h('td', {}, timeEl(u.lastOrderDate, { time: false })),
       h('td', {}, timeEl(u.lastEmailDate, { time: false })),
       h('td', {}, h('span', { class: `status status-${u.status.toLowerCase()}` }, u.status.toLowerCase()))));
-    const previous = params.get('after')
-      ? h('button', {
-        type: 'button', class: 'secondary',
-        onclick: () => go({ after: trail.at(-1) === '-' ? null : trail.at(-1), trail: trail.slice(0, -1).join(',') }),
-      }, 'Previous page')
-      : null;
-    const next = users.pageInfo.hasNextPage
-      ? h('button', {
-        type: 'button', class: 'secondary',
-        onclick: () => go({ after: users.pageInfo.endCursor, trail: [...trail, params.get('after') || '-'].join(',') }),
-      }, 'Next page')
-      : null;
     return [
       h('p', { class: 'muted count', role: 'status' }, describe(users.totalCount, params)),
       users.nodes.length
@@ -124,7 +106,7 @@ export function render(view, { params, viewer, navigate }) {
           h('thead', {}, h('tr', {}, ['Name', 'Email', 'Score', 'Last order', 'Last email', 'Status'].map((c) => h('th', { scope: 'col' }, c)))),
           h('tbody', {}, rows)))
         : h('p', { class: 'empty' }, 'No users match.'),
-      h('nav', { class: 'pager', 'aria-label': 'Pages' }, previous, next),
+      pager(params, users.pageInfo, go),
     ];
   });
 }
