@@ -6,6 +6,7 @@
 //! over 1 MB are answered 413; batched requests are refused; mutations never run over GET;
 //! depth, complexity, directive and alias limits; a request timeout.
 
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_graphql::http::{WebSocketProtocols, WsMessage, ALL_WEBSOCKET_PROTOCOLS};
@@ -37,6 +38,10 @@ pub const MAX_ALIASES: usize = 30;
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often a subscription connection is pinged.
 pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
+/// graphql-transport-ws: connection_init refused (no or a wrong token).
+const CLOSE_FORBIDDEN: u16 = 4403;
+/// Connection refused: the token is over its request budget.
+const CLOSE_TOO_MANY_REQUESTS: u16 = 4429;
 
 /// The GraphQL routes.
 pub fn router() -> Router<AppState> {
@@ -381,6 +386,10 @@ async fn serve_socket(
         });
     let tokens = state.tokens.clone();
     let limiter = state.rate_limiter.clone();
+    // async-graphql closes a refused connection_init with 1002 (protocol error); the
+    // graphql-transport-ws protocol says 4403 (forbidden). The refusal leaves its code here.
+    let refusal = Arc::new(OnceLock::<u16>::new());
+    let refused = refusal.clone();
     let on_init = move |payload: serde_json::Value| async move {
         let token = payload
             .get("Authorization")
@@ -407,6 +416,7 @@ async fn serve_socket(
                     .as_ref()
                     .is_some_and(|l| l.check(&p.actor, std::time::Instant::now()).is_err()) =>
             {
+                let _ = refused.set(CLOSE_TOO_MANY_REQUESTS);
                 Err(ApiError::RateLimited.to_graphql())
             }
             Some(p) => {
@@ -414,7 +424,10 @@ async fn serve_socket(
                 data.insert(p);
                 Ok(data)
             }
-            None => Err(ApiError::Unauthenticated.to_graphql()),
+            None => {
+                let _ = refused.set(CLOSE_FORBIDDEN);
+                Err(ApiError::Unauthenticated.to_graphql())
+            }
         }
     };
     let mut graphql = Box::pin(
@@ -432,6 +445,7 @@ async fn serve_socket(
                     }
                 }
                 Some(WsMessage::Close(code, reason)) => {
+                    let code = refusal.get().copied().unwrap_or(code);
                     let frame = axum::extract::ws::CloseFrame { code, reason: reason.into() };
                     let _ = sink.send(Message::Close(Some(frame))).await;
                     break;
