@@ -142,6 +142,10 @@ try {
   await watcher.locator('[data-stat="emails"] .stat-value', { hasText: '1' }).waitFor();
   await watcher.locator('[data-stat="atRisk"] .stat-value', { hasText: '1' }).waitFor();
   await shot(watcher, '04-overview-live-feed');
+  // The at-risk count leads to the at-risk users.
+  await watcher.getByRole('link', { name: /At risk/ }).click();
+  await watcher.locator('.count', { hasText: '1 user at risk' }).waitFor();
+  await watcher.locator(`tr[data-user-id="${userId}"]`).waitFor();
   await shot(page, '05-user-page');
 
   // --- The history timeline lists those events with their actor -----------------------------

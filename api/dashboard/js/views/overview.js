@@ -7,8 +7,9 @@ import { known, nameOf, remember } from './names.js';
 
 const SUMMARY = `{ engagementSummary { users atRisk averageScore emails scoreHistogram } }`;
 
-function stat(label, value, key) {
-  return h('div', { class: 'stat', dataset: { stat: key } },
+/** A count; with `href`, a link to the list it counts. */
+function stat(label, value, key, href) {
+  return h(href ? 'a' : 'div', { class: 'stat', href, dataset: { stat: key } },
     h('span', { class: 'stat-value' }, String(value)), h('span', { class: 'stat-label' }, label));
 }
 
@@ -51,10 +52,10 @@ export function render(view, { live }) {
 
   const refresh = (quiet = false) => load(stats, 'Loading the counts', () => gql(SUMMARY), ({ engagementSummary: e }) => [
     h('div', { class: 'stats' },
-      stat('Users', e.users, 'users'),
-      stat('At risk', e.atRisk, 'atRisk'),
+      stat('Users', e.users, 'users', '#/users'),
+      stat('At risk', e.atRisk, 'atRisk', '#/users?risk=at'),
       stat('Average score', e.averageScore.toFixed(1), 'averageScore'),
-      stat('Emails written', e.emails, 'emails')),
+      stat('Emails written', e.emails, 'emails', '#/emails')),
     h('div', { class: 'card' }, h('h2', {}, 'Scores'), histogram(e.scoreHistogram)),
   ], { quiet });
   refresh();
