@@ -246,10 +246,21 @@ try {
   step('the pages fit 390 px');
   const phone = await newPage({ width: 390, height: 844 });
   await phone.goto(`${base}/?token=${adminToken}`);
+  // A name with no place to break, and markup in it: shown as text, and still fits.
+  const longName = `<b>${'Wolfeschlegelsteinhausenbergerdorff'.repeat(4)}</b>`;
+  const longId = await phone.evaluate(async ([token, name]) => {
+    const response = await fetch('/graphql', {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${token}` },
+      body: JSON.stringify({ query: 'mutation($n: String!) { createUser(input: { name: $n, email: "long@example.com" }) { id } }', variables: { n: name } }),
+    });
+    return (await response.json()).data.createUser.id;
+  }, [adminToken, longName]);
   for (const [route, ready, name] of [
     ['#/', '[data-stat="users"]', '11-phone-overview'],
     ['#/users', `tr[data-user-id="${userId}"]`, '12-phone-users'],
     [`#/users/${userId}`, '.timeline-item', '13-phone-user'],
+    [`#/users/${longId}`, '.timeline-item', '13-phone-user-long-name'],
   ]) {
     await phone.goto(`${base}/${route}`);
     await phone.locator(ready).first().waitFor();
@@ -260,6 +271,8 @@ try {
     assert.ok(overflow <= 0, `${route} is ${overflow}px wider than the screen: ${culprits.join(', ')}`);
     await shot(phone, name);
   }
+  assert.equal(await phone.locator('h1 b').count(), 0, 'markup in a name stays text');
+  assert.equal(await phone.getByRole('heading', { level: 1 }).textContent(), longName);
 
   // --- Paging through the users table -------------------------------------------------------
   step('the users table pages forward and back');
