@@ -76,14 +76,14 @@ pub fn redact_url(url: &str) -> String {
 const RECHECK_IDLE_AFTER: Duration = Duration::from_secs(5);
 
 /// True when `url` names a server on this machine (a loopback address, `localhost` or a Unix
-/// socket) and says nothing about TLS.
-fn on_loopback_without_sslmode(url: &str, options: &PgConnectOptions) -> bool {
+/// socket) and says nothing about TLS, nor does `PGSSLMODE` (`env_sslmode`).
+fn on_loopback_without_sslmode(url: &str, options: &PgConnectOptions, env_sslmode: bool) -> bool {
     let query = url.split_once('?').map_or("", |(_, q)| q);
     let explicit = query.split('&').any(|kv| {
         let key = kv.split('=').next().unwrap_or("");
         key.eq_ignore_ascii_case("sslmode") || key.eq_ignore_ascii_case("ssl-mode")
-    }) || std::env::var_os("PGSSLMODE").is_some();
-    if explicit {
+    });
+    if explicit || env_sslmode {
         return false;
     }
     let host = options.get_host();
@@ -114,7 +114,8 @@ pub async fn connect(url: &str, settings: &PoolSettings) -> anyhow::Result<PgPoo
                 settings.idle_in_transaction_timeout.as_millis().to_string(),
             ),
         ]);
-    let options = if on_loopback_without_sslmode(url, &options) {
+    let env_sslmode = std::env::var_os("PGSSLMODE").is_some();
+    let options = if on_loopback_without_sslmode(url, &options, env_sslmode) {
         // TLS to a server on this machine protects nothing, and under load it cost about a
         // sixth of the service's CPU. An explicit `sslmode` is always honoured.
         options.ssl_mode(PgSslMode::Disable)
@@ -174,7 +175,11 @@ mod tests {
     #[test]
     fn tls_is_skipped_only_for_this_machine_and_only_when_unasked() {
         let check = |url: &str| {
-            on_loopback_without_sslmode(url, &PgConnectOptions::from_str(url).expect("a URL"))
+            on_loopback_without_sslmode(
+                url,
+                &PgConnectOptions::from_str(url).expect("a URL"),
+                false,
+            )
         };
         assert!(check("postgres://postgres@127.0.0.1:5432/engagement"));
         assert!(check("postgres://postgres@localhost/engagement"));
@@ -184,6 +189,12 @@ mod tests {
         ));
         assert!(!check("postgres://postgres@db.internal:5432/engagement"));
         assert!(!check("postgres://postgres@10.0.0.5:5432/engagement"));
+        let local = "postgres://postgres@127.0.0.1/engagement";
+        let options = PgConnectOptions::from_str(local).expect("a URL");
+        assert!(
+            !on_loopback_without_sslmode(local, &options, true),
+            "PGSSLMODE is honoured too"
+        );
     }
 
     #[test]

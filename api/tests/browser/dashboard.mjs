@@ -56,6 +56,20 @@ function input(page, label) {
   return page.getByLabel(label, { exact: true }).or(page.getByLabel(`${label} *`, { exact: true }));
 }
 
+/** Runs a GraphQL request from inside `page` (same origin), with `token`; gives `data`. */
+async function gqlIn(page, token, query, variables = {}) {
+  return page.evaluate(async ([t, q, v]) => {
+    const response = await fetch('/graphql', {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${t}` },
+      body: JSON.stringify({ query: q, variables: v }),
+    });
+    return (await response.json()).data;
+  }, [token, query, variables]);
+}
+
+const CREATE_USER = 'mutation($n: String!, $e: String!) { createUser(input: { name: $n, email: $e }) { id } }';
+
 function step(name) {
   console.log(`- ${name}`);
 }
@@ -248,14 +262,7 @@ try {
   await phone.goto(`${base}/?token=${adminToken}`);
   // A name with no place to break, and markup in it: shown as text, and still fits.
   const longName = `<b>${'Wolfeschlegelsteinhausenbergerdorff'.repeat(4)}</b>`;
-  const longId = await phone.evaluate(async ([token, name]) => {
-    const response = await fetch('/graphql', {
-      method: 'POST',
-      headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${token}` },
-      body: JSON.stringify({ query: 'mutation($n: String!) { createUser(input: { name: $n, email: "long@example.com" }) { id } }', variables: { n: name } }),
-    });
-    return (await response.json()).data.createUser.id;
-  }, [adminToken, longName]);
+  const longId = (await gqlIn(phone, adminToken, CREATE_USER, { n: longName, e: 'long@example.com' })).createUser.id;
   for (const [route, ready, name] of [
     ['#/', '[data-stat="users"]', '11-phone-overview'],
     ['#/users', `tr[data-user-id="${userId}"]`, '12-phone-users'],
@@ -276,15 +283,9 @@ try {
 
   // --- Paging through the users table -------------------------------------------------------
   step('the users table pages forward and back');
-  await page.evaluate(async (token) => {
-    for (let i = 0; i < 30; i += 1) {
-      await fetch('/graphql', {
-        method: 'POST',
-        headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${token}` },
-        body: JSON.stringify({ query: `mutation { createUser(input: { name: "Pager ${String(i).padStart(2, '0')}", email: "pager${i}@example.com" }) { id } }` }),
-      });
-    }
-  }, adminToken);
+  for (let i = 0; i < 30; i += 1) {
+    await gqlIn(page, adminToken, CREATE_USER, { n: `Pager ${String(i).padStart(2, '0')}`, e: `pager${i}@example.com` });
+  }
   await page.goto(`${base}/#/users?search=pager&sort=NAME:ASC`);
   const names = () => page.locator('table.users tbody tr td:first-child').allTextContents();
   await page.locator('.count', { hasText: '30 users matching “pager”' }).waitFor();
@@ -315,13 +316,7 @@ try {
   // Events committed after the subscription started: write until one shows in the results.
   let seen = false;
   for (let i = 0; i < 30 && !seen; i += 1) {
-    await playground.evaluate(async ([token, n]) => {
-      await fetch('/graphql', {
-        method: 'POST',
-        headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${token}` },
-        body: JSON.stringify({ query: `mutation { createUser(input: { name: "Playground ${n}", email: "playground${n}@example.com" }) { id } }` }),
-      });
-    }, [adminToken, i]);
+    await gqlIn(playground, adminToken, CREATE_USER, { n: `Playground ${i}`, e: `playground${i}@example.com` });
     // The pane shows the newest event; a UserCreated of ours shows its payload's name.
     seen = await response.filter({ hasText: /UserCreated[\s\S]*"name": "Playground \d+"/ })
       .waitFor({ timeout: 500 }).then(() => true, () => false);
