@@ -9,12 +9,12 @@ use axum::Router;
 use domain::client::ClientServices;
 use projections::clock::{Clock, SystemClock};
 use projections::commands::CommandBus;
-use projections::consumer::ConsumerSettings;
-use projections::email_workers::{ConfiguredWriter, WorkerSettings};
-use projections::process_manager::ProcessManagerSettings;
+use projections::log::consumer::ConsumerSettings;
+use projections::engagement::workers::{ConfiguredWriter, WorkerSettings};
+use projections::engagement::process_manager::ProcessManagerSettings;
 use projections::runtime::{EmailSettings, ReadModels};
 use projections::scheduler::{RescoreSettings, Rescorer};
-use projections::writer::template::TemplateWriter;
+use projections::engagement::writer::template::TemplateWriter;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
@@ -133,7 +133,7 @@ impl App {
             parts.rescore,
         );
         background.spawn(rescorer.run(stop.clone()));
-        let live = projections::tail::start(
+        let live = projections::log::tail::start(
             parts.pool.clone(),
             read_models.signal.clone(),
             stop.clone(),

@@ -10,7 +10,7 @@ use crate::app::{shutdown_signal, App, AppParts};
 use crate::config::{Cli, Command, DatabaseConfig, RebuildTarget, ServeConfig};
 use crate::graphql::auth::{Principal, Role, TokenStore};
 use projections::db;
-use projections::rebuild::{rebuild, ReadModel};
+use projections::views::rebuild::{rebuild, ReadModel};
 
 /// PostgreSQL could not be reached: said in one line, with the URL tried (password hidden)
 /// and how to start a server.

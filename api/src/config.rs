@@ -235,8 +235,8 @@ impl EmailConfig {
         &self,
         cooldown_days: u16,
     ) -> anyhow::Result<projections::runtime::EmailSettings> {
-        use projections::email_workers::{ConfiguredWriter, WorkerSettings};
-        use projections::writer::openai::{OpenAiSettings, OpenAiWriter, Secret};
+        use projections::engagement::workers::{ConfiguredWriter, WorkerSettings};
+        use projections::engagement::writer::openai::{OpenAiSettings, OpenAiWriter, Secret};
         let writer = match self
             .openrouter_api_key
             .as_deref()
@@ -249,7 +249,7 @@ impl EmailConfig {
                 api_key: Secret::new(key),
                 timeout: std::time::Duration::from_secs(self.llm_timeout_secs),
             })?),
-            None => ConfiguredWriter::Template(projections::writer::template::TemplateWriter),
+            None => ConfiguredWriter::Template(projections::engagement::writer::template::TemplateWriter),
         };
         Ok(projections::runtime::EmailSettings {
             writer,
@@ -260,7 +260,7 @@ impl EmailConfig {
                 fallback_to_template: self.email_fallback_template,
                 ..WorkerSettings::default()
             },
-            process_manager: projections::process_manager::ProcessManagerSettings {
+            process_manager: projections::engagement::process_manager::ProcessManagerSettings {
                 threshold: self.at_risk_threshold,
                 cooldown: chrono::Duration::days(i64::from(cooldown_days)),
             },

@@ -387,11 +387,11 @@ async fn emails_summary_jobs_and_health_read_their_models(pool: PgPool) {
         )
         .await
         .unwrap();
-    let emails_consumer = projections::consumer::Consumer::new(
+    let emails_consumer = projections::log::consumer::Consumer::new(
         pool.clone(),
-        projections::emails::EmailsView::live(),
+        projections::views::emails::EmailsView::live(),
         Default::default(),
-        projections::consumer::LogSignal::new(),
+        projections::log::consumer::LogSignal::new(),
     );
     emails_consumer
         .handle()
@@ -399,11 +399,11 @@ async fn emails_summary_jobs_and_health_read_their_models(pool: PgPool) {
         .await
         .unwrap();
     // lastEmailDate comes from the users view, another consumer: wait for it too.
-    let users_consumer = projections::consumer::Consumer::new(
+    let users_consumer = projections::log::consumer::Consumer::new(
         pool.clone(),
-        projections::users::UsersView::live(),
+        projections::views::users::UsersView::live(),
         Default::default(),
-        projections::consumer::LogSignal::new(),
+        projections::log::consumer::LogSignal::new(),
     );
     users_consumer
         .handle()

@@ -155,7 +155,7 @@ async fn the_served_app_keeps_its_views_current(pool: PgPool) {
         .wait_for(committed.position, Duration::from_secs(5))
         .await
         .unwrap();
-    let row = projections::users::load_user(&pool, id)
+    let row = projections::views::users::load_user(&pool, id)
         .await
         .unwrap()
         .unwrap();
@@ -190,7 +190,7 @@ async fn the_rebuild_command_rebuilds_every_view_from_the_log(pool: PgPool) {
     );
     assert!(stdout.contains("rebuilt users: 2 events"), "{stdout}");
     assert!(stdout.contains("rebuilt emails: 2 events"), "{stdout}");
-    let row = projections::users::load_user(&pool, id)
+    let row = projections::views::users::load_user(&pool, id)
         .await
         .unwrap()
         .unwrap();

@@ -80,11 +80,11 @@ async fn a_page_of_users_with_their_emails_costs_the_same_queries_whatever_its_s
             app.clock.advance(Duration::days(8));
         }
     }
-    let handle = projections::consumer::Consumer::new(
+    let handle = projections::log::consumer::Consumer::new(
         pool.clone(),
-        projections::emails::EmailsView::live(),
+        projections::views::emails::EmailsView::live(),
         Default::default(),
-        projections::consumer::LogSignal::new(),
+        projections::log::consumer::LogSignal::new(),
     )
     .handle();
     handle

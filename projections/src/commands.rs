@@ -2,7 +2,7 @@
 //! transaction, retry on a concurrent write.
 //!
 //! Built on cqrs-es's `CqrsFramework` over postgres-es with snapshots. It registers no
-//! in-memory queries: read models are built from the log (see [`crate::consumer`]), which
+//! in-memory queries: read models are built from the log (see [`crate::log::consumer`]), which
 //! survives crashes and orders events across clients.
 
 use std::collections::HashMap;
@@ -19,8 +19,8 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::clock::Clock;
-use crate::position::LogPosition;
-use crate::upcast::upcasters;
+use crate::log::position::LogPosition;
+use crate::log::upcast::upcasters;
 
 /// A snapshot is written every this many events of a client.
 pub const SNAPSHOT_EVERY: usize = 50;

@@ -21,17 +21,9 @@
 
 pub mod clock;
 pub mod commands;
-pub mod consumer;
 pub mod db;
-pub mod email_workers;
-pub mod emails;
+pub mod engagement;
 pub mod log;
-pub mod position;
-pub mod process_manager;
-pub mod rebuild;
 pub mod runtime;
 pub mod scheduler;
-pub mod tail;
-pub mod upcast;
-pub mod users;
-pub mod writer;
+pub mod views;

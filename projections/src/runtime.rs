@@ -4,9 +4,9 @@ use sqlx::PgPool;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::consumer::{Consumer, ConsumerHandle, ConsumerSettings, LogSignal};
-use crate::emails::EmailsView;
-use crate::users::UsersView;
+use crate::log::consumer::{Consumer, ConsumerHandle, ConsumerSettings, LogSignal};
+use crate::views::emails::EmailsView;
+use crate::views::users::UsersView;
 
 /// Handles on the running read models, for read-your-writes.
 #[derive(Debug, Clone)]
@@ -55,11 +55,11 @@ pub fn start(
 #[derive(Debug, Clone)]
 pub struct EmailSettings {
     /// The writer.
-    pub writer: crate::email_workers::ConfiguredWriter,
+    pub writer: crate::engagement::workers::ConfiguredWriter,
     /// Worker limits and retries.
-    pub workers: crate::email_workers::WorkerSettings,
+    pub workers: crate::engagement::workers::WorkerSettings,
     /// When to write.
-    pub process_manager: crate::process_manager::ProcessManagerSettings,
+    pub process_manager: crate::engagement::process_manager::ProcessManagerSettings,
 }
 
 /// Starts the process manager and the email workers on `tasks`; returns a function describing
@@ -75,12 +75,12 @@ pub fn start_emails(
 ) -> std::sync::Arc<dyn Fn() -> String + Send + Sync> {
     let manager = Consumer::new(
         pool.clone(),
-        crate::process_manager::ProcessManager::new(settings.process_manager),
+        crate::engagement::process_manager::ProcessManager::new(settings.process_manager),
         ConsumerSettings::default(),
         models.signal.clone(),
     );
     tasks.spawn(manager.run(stop.clone()));
-    let workers = crate::email_workers::EmailWorkers::new(
+    let workers = crate::engagement::workers::EmailWorkers::new(
         pool.clone(),
         bus,
         settings.writer,

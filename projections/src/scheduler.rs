@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::commands::{CommandBus, CommandError, CommandMetadata};
-use crate::consumer::ConsumerHandle;
+use crate::log::consumer::ConsumerHandle;
 
 /// The actor recorded on rescores the scheduler issues.
 pub const SCHEDULER_ACTOR: &str = "scheduler";

@@ -6,9 +6,9 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use projections::email_workers::{ConfiguredWriter, WorkerSettings};
-use projections::writer::openai::INSTRUCTIONS;
-use projections::writer::template::TemplateWriter;
+use projections::engagement::workers::{ConfiguredWriter, WorkerSettings};
+use projections::engagement::writer::openai::INSTRUCTIONS;
+use projections::engagement::writer::template::TemplateWriter;
 use serde_json::{json, Value};
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -371,8 +371,8 @@ async fn a_worker_that_dies_after_the_llm_answered_leaves_a_job_another_finishes
         .await
         .unwrap();
     let writer = llm(&server, Duration::from_secs(5));
-    use projections::writer::EmailWriter as _;
-    let brief = projections::writer::Brief {
+    use projections::engagement::writer::EmailWriter as _;
+    let brief = projections::engagement::writer::Brief {
         name: "Crash Test".into(),
         order_count: 0,
         average_order_value: "0.00".into(),

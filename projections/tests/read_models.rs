@@ -12,14 +12,14 @@ use domain::client::{
 use domain::values::{Categories, EmailAddress, Money, OrderId, Score, UserName};
 use projections::clock::{Clock, ManualClock};
 use projections::commands::{CommandBus, CommandMetadata};
-use projections::consumer::{
+use projections::log::consumer::{
     self, BatchOutcome, Consumer, ConsumerSettings, LogSignal, Projection,
 };
-use projections::emails::EmailsView;
+use projections::views::emails::EmailsView;
 use projections::log::{self, StoredEvent};
-use projections::position::LogPosition;
-use projections::rebuild::{rebuild, ReadModel};
-use projections::users::{load_user, UsersView};
+use projections::log::position::LogPosition;
+use projections::views::rebuild::{rebuild, ReadModel};
+use projections::views::users::{load_user, UsersView};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::json;

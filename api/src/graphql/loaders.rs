@@ -6,9 +6,9 @@ use std::sync::Arc;
 
 use async_graphql::dataloader::{DataLoader, Loader};
 use chrono::{DateTime, Utc};
-use projections::emails::EmailRow;
+use projections::views::emails::EmailRow;
 use projections::log::{self, StreamPage};
-use projections::users::UserRow;
+use projections::views::users::UserRow;
 use sqlx::PgPool;
 use uuid::Uuid;
 

@@ -16,8 +16,8 @@ use super::types::{
     EngagementSummary, EventConnection, Health, User, UserConnection, UserState, UserStatus,
 };
 use super::ApiContext;
-use projections::emails::EmailRow;
-use projections::users::UserRow;
+use projections::views::emails::EmailRow;
+use projections::views::users::UserRow;
 
 /// Which users to list.
 #[derive(InputObject, Default, Debug)]

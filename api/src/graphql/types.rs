@@ -7,9 +7,9 @@ use serde_json::Value;
 
 use super::errors::ApiResult;
 use super::loaders::{EmailsPageKey, EventsPageKey, Loaders};
-use projections::emails::EmailRow;
+use projections::views::emails::EmailRow;
 use projections::log::StoredEvent;
-use projections::users::UserRow;
+use projections::views::users::UserRow;
 
 /// Money in cents as an exact decimal.
 pub fn money(cents: i64) -> Decimal {

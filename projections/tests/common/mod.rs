@@ -12,12 +12,12 @@ use domain::client::{
 use domain::values::{Categories, EmailAddress, Score, UserName};
 use projections::clock::SystemClock;
 use projections::commands::{CommandBus, CommandMetadata};
-use projections::consumer::{Consumer, ConsumerSettings, LogSignal};
-use projections::email_workers::{ConfiguredWriter, EmailWorkers, WorkerSettings};
-use projections::emails::EmailsView;
-use projections::process_manager::{ProcessManager, ProcessManagerSettings};
-use projections::users::UsersView;
-use projections::writer::openai::{OpenAiSettings, OpenAiWriter, Secret};
+use projections::log::consumer::{Consumer, ConsumerSettings, LogSignal};
+use projections::engagement::workers::{ConfiguredWriter, EmailWorkers, WorkerSettings};
+use projections::views::emails::EmailsView;
+use projections::engagement::process_manager::{ProcessManager, ProcessManagerSettings};
+use projections::views::users::UsersView;
+use projections::engagement::writer::openai::{OpenAiSettings, OpenAiWriter, Secret};
 use serde_json::{json, Value};
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -98,7 +98,7 @@ impl Flow {
         (id, job)
     }
 
-    pub fn workers<W: projections::writer::EmailWriter>(
+    pub fn workers<W: projections::engagement::writer::EmailWriter>(
         &self,
         writer: W,
         settings: WorkerSettings,

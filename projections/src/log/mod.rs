@@ -4,6 +4,18 @@
 //! `global_position` alone could move past a smaller position that commits a moment later and
 //! lose it for good. So we order by the writing transaction first, and read only transactions
 //! below the oldest one still running: everything at or before a returned position is final.
+//!
+//! # Layout
+//! - this module: the reader ([`read_after`]) and a client's own stream ([`read_stream_pages`]).
+//! - [`position`]: a place in the log.
+//! - [`consumer`]: checkpointed consumers, their wake-up signal, read-your-writes, lag.
+//! - [`tail`]: the live tail of the log that feeds subscriptions.
+//! - [`upcast`]: the one place older event versions become current ones.
+
+pub mod consumer;
+pub mod position;
+pub mod tail;
+pub mod upcast;
 
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
@@ -14,8 +26,8 @@ use sqlx::types::Json;
 use sqlx::PgExecutor;
 use uuid::Uuid;
 
-use crate::position::LogPosition;
-use crate::upcast::upcast;
+use crate::log::position::LogPosition;
+use crate::log::upcast::upcast;
 
 /// One event as stored in the log. Its payload is kept as the JSON text the database sent and
 /// parsed on demand, straight into the typed event when it is of the current version.

@@ -9,11 +9,11 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use sqlx::PgPool;
 
-use crate::consumer::{set_checkpoint, Consumer, ConsumerSettings, LogSignal, Projection};
-use crate::emails::EmailsView;
+use crate::log::consumer::{set_checkpoint, Consumer, ConsumerSettings, LogSignal, Projection};
+use crate::views::emails::EmailsView;
 use crate::log;
-use crate::position::LogPosition;
-use crate::users::UsersView;
+use crate::log::position::LogPosition;
+use crate::views::users::UsersView;
 
 /// A read model that can be rebuilt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,7 +137,7 @@ async fn run<P: Projection + Clone>(
             .execute(&mut *tx)
             .await
             .context("locking the live checkpoint")?;
-        let mut position = crate::consumer::checkpoint(pool, fresh.name()).await?;
+        let mut position = crate::log::consumer::checkpoint(pool, fresh.name()).await?;
         loop {
             let filter = log::ReadFilter {
                 payload_types: fresh.payload_types(),

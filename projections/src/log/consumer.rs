@@ -18,7 +18,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::log::{self, StoredEvent};
-use crate::position::LogPosition;
+use crate::log::position::LogPosition;
 
 /// Something built from the log: a read model, the process manager.
 pub trait Projection: Send + Sync + 'static {

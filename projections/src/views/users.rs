@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::consumer::Projection;
+use crate::log::consumer::Projection;
 use crate::log::StoredEvent;
 
 /// One row of the users view (field names are column names).

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::consumer::Projection;
+use crate::log::consumer::Projection;
 use crate::log::StoredEvent;
 
 /// One row of the emails view (field names are column names).

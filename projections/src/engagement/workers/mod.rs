@@ -21,10 +21,10 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::commands::{CommandBus, CommandError, CommandMetadata};
-use crate::process_manager::email_id;
-use crate::users::load_user;
-use crate::writer::template::TemplateWriter;
-use crate::writer::{render, Brief, EmailWriter, WriteError, Written};
+use crate::engagement::process_manager::email_id;
+use crate::views::users::load_user;
+use crate::engagement::writer::template::TemplateWriter;
+use crate::engagement::writer::{render, Brief, EmailWriter, WriteError, Written};
 
 /// The actor recorded on emails the workers record.
 pub const ACTOR: &str = "process-manager";
@@ -248,7 +248,7 @@ pub struct EmailWorkers<W: EmailWriter> {
     breaker: Arc<Breaker>,
     limiter: Arc<RateLimiter>,
     wake: Arc<Notify>,
-    log_signal: Option<crate::consumer::LogSignal>,
+    log_signal: Option<crate::log::consumer::LogSignal>,
 }
 
 impl<W: EmailWriter> Clone for EmailWorkers<W> {
@@ -293,7 +293,7 @@ impl<W: EmailWriter> EmailWorkers<W> {
 
     /// Also wakes on new events in the log.
     #[must_use]
-    pub fn woken_by(mut self, signal: crate::consumer::LogSignal) -> Self {
+    pub fn woken_by(mut self, signal: crate::log::consumer::LogSignal) -> Self {
         self.log_signal = Some(signal);
         self
     }
@@ -354,7 +354,7 @@ impl<W: EmailWriter> EmailWorkers<W> {
         let mut log_wake = self
             .log_signal
             .as_ref()
-            .map(crate::consumer::LogSignal::subscribe_changes);
+            .map(crate::log::consumer::LogSignal::subscribe_changes);
         let mut running = tokio::task::JoinSet::new();
         tracing::info!(writer = %self.writer.label(), concurrency = self.settings.concurrency, "email workers started");
         while !stop.is_cancelled() {
@@ -666,7 +666,7 @@ impl Breaker {
 #[derive(Debug, Clone)]
 pub enum ConfiguredWriter {
     /// The chat-completions client.
-    Llm(crate::writer::openai::OpenAiWriter),
+    Llm(crate::engagement::writer::openai::OpenAiWriter),
     /// The offline template.
     Template(TemplateWriter),
 }

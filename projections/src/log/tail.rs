@@ -10,7 +10,7 @@ use sqlx::PgPool;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
-use crate::consumer::LogSignal;
+use crate::log::consumer::LogSignal;
 use crate::log::{self, ReadFilter, StoredEvent};
 
 /// Events a subscriber may fall behind before it is dropped.

@@ -13,7 +13,7 @@ use domain::client::ClientEvent;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::consumer::Projection;
+use crate::log::consumer::Projection;
 use crate::log::StoredEvent;
 
 /// Namespace of the ids derived from log positions and jobs.

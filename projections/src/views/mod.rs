@@ -1,0 +1,10 @@
+//! The read models: tables folded from the log by checkpointed consumers, and rebuilt from it.
+//!
+//! # Layout
+//! - [`users`]: one row per client with every `User` field of the API, and its queries.
+//! - [`emails`]: one row per written email, and its queries.
+//! - [`rebuild`]: rebuilding a view into a fresh table and swapping it in.
+
+pub mod emails;
+pub mod rebuild;
+pub mod users;
