@@ -208,9 +208,10 @@ pub struct EmailConfig {
     /// Write with the template when the LLM has failed for good.
     #[arg(long, env = "EMAIL_FALLBACK_TEMPLATE", default_value_t = true, action = clap::ArgAction::Set)]
     pub email_fallback_template: bool,
-    /// Scores below this make an email job.
-    #[arg(long, env = "AT_RISK_THRESHOLD", default_value_t = 50, value_parser = clap::value_parser!(u8).range(1..=100))]
-    pub at_risk_threshold: u8,
+    /// Seconds a new at-risk trigger waits before its email is written, so that a client in
+    /// the middle of ordering is not emailed (the job is judged again when it is due).
+    #[arg(long, env = "EMAIL_TRIGGER_DELAY_SECS", default_value_t = 60, value_parser = clap::value_parser!(u32).range(0..=86_400))]
+    pub email_trigger_delay_secs: u32,
 }
 
 impl std::fmt::Debug for EmailConfig {
@@ -235,8 +236,9 @@ impl EmailConfig {
         &self,
         cooldown_days: u16,
     ) -> anyhow::Result<projections::runtime::EmailSettings> {
-        use projections::engagement::workers::{ConfiguredWriter, WorkerSettings};
+        use projections::engagement::workers::WorkerSettings;
         use projections::engagement::writer::openai::{OpenAiSettings, OpenAiWriter, Secret};
+        use projections::engagement::writer::ConfiguredWriter;
         let writer = match self
             .openrouter_api_key
             .as_deref()
@@ -248,21 +250,23 @@ impl EmailConfig {
                 model: self.llm_model.clone(),
                 api_key: Secret::new(key),
                 timeout: std::time::Duration::from_secs(self.llm_timeout_secs),
+                requests_per_minute: self.llm_requests_per_minute,
             })?),
-            None => ConfiguredWriter::Template(projections::engagement::writer::template::TemplateWriter),
+            None => ConfiguredWriter::Template(
+                projections::engagement::writer::template::TemplateWriter,
+            ),
         };
         Ok(projections::runtime::EmailSettings {
             writer,
             workers: WorkerSettings {
                 concurrency: usize::from(self.email_concurrency),
-                requests_per_minute: self.llm_requests_per_minute,
                 max_attempts: self.email_max_attempts,
                 fallback_to_template: self.email_fallback_template,
                 ..WorkerSettings::default()
             },
             process_manager: projections::engagement::process_manager::ProcessManagerSettings {
-                threshold: self.at_risk_threshold,
                 cooldown: chrono::Duration::days(i64::from(cooldown_days)),
+                trigger_delay: chrono::Duration::seconds(i64::from(self.email_trigger_delay_secs)),
             },
         })
     }

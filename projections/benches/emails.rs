@@ -15,12 +15,13 @@ use domain::values::{Categories, EmailAddress, Score, UserName};
 use futures::StreamExt as _;
 use projections::clock::SystemClock;
 use projections::commands::{CommandBus, CommandMetadata};
-use projections::log::consumer::{Consumer, ConsumerSettings, LogSignal};
 use projections::db;
-use projections::engagement::workers::{ConfiguredWriter, EmailWorkers, WorkerSettings};
 use projections::engagement::process_manager::ProcessManager;
-use projections::views::users::UsersView;
+use projections::engagement::workers::{EmailWorkers, WorkerSettings};
 use projections::engagement::writer::openai::{OpenAiSettings, OpenAiWriter, Secret};
+use projections::engagement::writer::ConfiguredWriter;
+use projections::log::consumer::{Consumer, ConsumerSettings, LogSignal};
+use projections::views::users::UsersView;
 use serde_json::json;
 use uuid::Uuid;
 use wiremock::matchers::method;
@@ -134,6 +135,7 @@ async fn main() -> anyhow::Result<()> {
         model: "bench/model".into(),
         api_key: Secret::new("bench-key"),
         timeout: Duration::from_secs(10),
+        requests_per_minute: 1_000_000,
     })?);
     let workers = EmailWorkers::new(
         pool.clone(),
@@ -141,7 +143,6 @@ async fn main() -> anyhow::Result<()> {
         writer,
         WorkerSettings {
             concurrency,
-            requests_per_minute: 1_000_000,
             poll_interval: Duration::from_millis(50),
             ..Default::default()
         },

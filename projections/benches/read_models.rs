@@ -20,8 +20,8 @@ use domain::client::{ClientAction, ClientServices, CreateUser, ImportedHistory, 
 use domain::values::{Categories, EmailAddress, Money, OrderId, UserName};
 use projections::clock::SystemClock;
 use projections::commands::{CommandBus, CommandMetadata};
-use projections::log::consumer::ConsumerSettings;
 use projections::db;
+use projections::log::consumer::ConsumerSettings;
 use projections::views::rebuild::{rebuild, ReadModel};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;

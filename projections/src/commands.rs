@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use cqrs_es::persist::PersistedEventStore;
-use cqrs_es::{AggregateError, CqrsFramework};
+use cqrs_es::{AggregateContext as _, AggregateError, CqrsFramework, EventStore as _};
 use domain::client::{Client, ClientAction, ClientCommand, ClientError, ClientServices};
 use postgres_es::PostgresEventRepository;
 use rand::Rng as _;
@@ -100,6 +100,9 @@ type ClientCqrs = CqrsFramework<Client, PersistedEventStore<PostgresEventReposit
 #[derive(Clone)]
 pub struct CommandBus {
     cqrs: Arc<ClientCqrs>,
+    /// The same store as the framework's, for reading a client without a command.
+    store: Arc<PersistedEventStore<PostgresEventRepository, Client>>,
+    services: ClientServices,
     pool: PgPool,
     clock: Arc<dyn Clock>,
     max_attempts: u32,
@@ -116,11 +119,17 @@ impl std::fmt::Debug for CommandBus {
 impl CommandBus {
     /// A command bus over `pool`, deciding with `services` and stamping commands with `clock`.
     pub fn new(pool: PgPool, services: ClientServices, clock: Arc<dyn Clock>) -> Self {
-        let repo = PostgresEventRepository::new(pool.clone());
-        let store = PersistedEventStore::new_snapshot_store(repo, SNAPSHOT_EVERY)
-            .with_upcasters(upcasters());
+        let store = || {
+            PersistedEventStore::new_snapshot_store(
+                PostgresEventRepository::new(pool.clone()),
+                SNAPSHOT_EVERY,
+            )
+            .with_upcasters(upcasters())
+        };
         Self {
-            cqrs: Arc::new(CqrsFramework::new(store, vec![], services)),
+            cqrs: Arc::new(CqrsFramework::new(store(), vec![], services.clone())),
+            store: Arc::new(store()),
+            services,
             pool,
             clock,
             max_attempts: 12,
@@ -130,6 +139,25 @@ impl CommandBus {
     /// The clock commands are stamped with.
     pub fn clock(&self) -> &Arc<dyn Clock> {
         &self.clock
+    }
+
+    /// The policy and rules commands are decided with.
+    pub fn services(&self) -> &ClientServices {
+        &self.services
+    }
+
+    /// Client `user_id` as their events tell it now (snapshot plus later events; a client who
+    /// was never created comes back in [`domain::client::Lifecycle::New`]).
+    ///
+    /// # Errors
+    /// The database failed or an event is unreadable.
+    pub async fn load(&self, user_id: Uuid) -> anyhow::Result<Client> {
+        let mut context = self
+            .store
+            .load_aggregate(&user_id.to_string())
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}").context("loading a user"))?;
+        Ok(std::mem::take(context.aggregate()))
     }
 
     /// Runs `action` on client `user_id` at the clock's current time.

@@ -55,7 +55,7 @@ pub fn start(
 #[derive(Debug, Clone)]
 pub struct EmailSettings {
     /// The writer.
-    pub writer: crate::engagement::workers::ConfiguredWriter,
+    pub writer: crate::engagement::writer::ConfiguredWriter,
     /// Worker limits and retries.
     pub workers: crate::engagement::workers::WorkerSettings,
     /// When to write.

@@ -6,9 +6,10 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use projections::engagement::workers::{ConfiguredWriter, WorkerSettings};
+use projections::engagement::workers::WorkerSettings;
 use projections::engagement::writer::openai::INSTRUCTIONS;
 use projections::engagement::writer::template::TemplateWriter;
+use projections::engagement::writer::ConfiguredWriter;
 use serde_json::{json, Value};
 use sqlx::PgPool;
 use uuid::Uuid;

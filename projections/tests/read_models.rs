@@ -15,9 +15,9 @@ use projections::commands::{CommandBus, CommandMetadata};
 use projections::log::consumer::{
     self, BatchOutcome, Consumer, ConsumerSettings, LogSignal, Projection,
 };
-use projections::views::emails::EmailsView;
-use projections::log::{self, StoredEvent};
 use projections::log::position::LogPosition;
+use projections::log::{self, StoredEvent};
+use projections::views::emails::EmailsView;
 use projections::views::rebuild::{rebuild, ReadModel};
 use projections::views::users::{load_user, UsersView};
 use rand::rngs::StdRng;

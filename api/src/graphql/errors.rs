@@ -110,6 +110,7 @@ impl From<ClientError> for ApiError {
             other @ (ClientError::AlreadyExists
             | ClientError::Deleted
             | ClientError::Unsubscribed
+            | ClientError::NotAtRisk
             | ClientError::EmailCooldown { .. }) => Self::Conflict(other.to_string()),
         }
     }

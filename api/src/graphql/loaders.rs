@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use async_graphql::dataloader::{DataLoader, Loader};
 use chrono::{DateTime, Utc};
-use projections::views::emails::EmailRow;
 use projections::log::{self, StreamPage};
+use projections::views::emails::EmailRow;
 use projections::views::users::UserRow;
 use sqlx::PgPool;
 use uuid::Uuid;

@@ -7,8 +7,8 @@ use serde_json::Value;
 
 use super::errors::ApiResult;
 use super::loaders::{EmailsPageKey, EventsPageKey, Loaders};
-use projections::views::emails::EmailRow;
 use projections::log::StoredEvent;
+use projections::views::emails::EmailRow;
 use projections::views::users::UserRow;
 
 /// Money in cents as an exact decimal.
@@ -380,7 +380,7 @@ impl UserState {
             total_spent: money(client.orders().total_spent_cents),
             last_order_date: client.orders().last_order_at,
             engagement_score: score.map_or(0, |s| i32::from(s.score)),
-            at_risk: score.is_some_and(|s| s.band == domain::scoring::Band::AtRisk),
+            at_risk: client.is_at_risk(),
             score_breakdown: score.map(|s| ScoreBreakdown {
                 policy: s.policy.clone(),
                 score: i32::from(s.score),

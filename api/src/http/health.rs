@@ -43,7 +43,12 @@ pub async fn report(pool: &PgPool, email_writer: &(dyn Fn() -> String + Send + S
         Ok(Ok(_))
     );
     let consumers = if database_up {
-        match tokio::time::timeout(Duration::from_secs(2), projections::log::consumer::lag(pool)).await {
+        match tokio::time::timeout(
+            Duration::from_secs(2),
+            projections::log::consumer::lag(pool),
+        )
+        .await
+        {
             Ok(Ok(lag)) => lag,
             _ => Vec::new(),
         }

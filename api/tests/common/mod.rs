@@ -83,7 +83,7 @@ async fn spawn(
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = format!("http://{}", listener.local_addr().unwrap());
     let (stop, stopped) = oneshot::channel::<()>();
-    let app = App::build(AppParts {
+    let mut parts = AppParts {
         clock: clock.clone(),
         tokens: tokens(),
         shutdown_grace: Duration::from_secs(2),
@@ -93,7 +93,10 @@ async fn spawn(
             ..Default::default()
         },
         ..AppParts::new(pool.clone())
-    });
+    };
+    // The tests' clock stands still: a new trigger is due at once.
+    parts.email.process_manager.trigger_delay = chrono::Duration::zero();
+    let app = App::build(parts);
     tokio::spawn(app.run(listener, async move {
         let _ = stopped.await;
     }));

@@ -432,6 +432,11 @@ impl Client {
         if self.lifecycle == Lifecycle::Unsubscribed {
             return Err(ClientError::Unsubscribed);
         }
+        // An email the process manager asked for is written only while the reason for it
+        // holds: a client who recovered between the trigger and the writing is not emailed.
+        if email.trigger.is_some() && !self.is_at_risk() {
+            return Err(ClientError::NotAtRisk);
+        }
         if let Some(next_allowed_at) = self.next_email_allowed_at(services.email_cooldown) {
             if now < next_allowed_at {
                 return Err(ClientError::EmailCooldown { next_allowed_at });
@@ -479,6 +484,21 @@ impl Client {
             unsubscribed: self.lifecycle == Lifecycle::Unsubscribed,
             created_at: self.created_at,
         }
+    }
+
+    /// Whether the client's last recorded score (a manual one included) puts them in the
+    /// at-risk band: the one rule behind the `atRisk` flag and the process manager's trigger.
+    pub fn is_at_risk(&self) -> bool {
+        self.score.as_ref().is_some_and(|s| s.band.is_at_risk())
+    }
+
+    /// Whether an email may be written to the client at `now`: created, not deleted, not
+    /// opted out, and outside the cooldown after the last email.
+    pub fn may_be_emailed(&self, now: DateTime<Utc>, cooldown: Duration) -> bool {
+        self.lifecycle == Lifecycle::Active
+            && self
+                .next_email_allowed_at(cooldown)
+                .is_none_or(|t| t <= now)
     }
 
     /// The earliest moment another email may be recorded, if an email was sent before.

@@ -23,6 +23,10 @@ pub enum ClientError {
     /// The client opted out of emails.
     #[error("user has unsubscribed from emails")]
     Unsubscribed,
+    /// An email the process manager asked for, for a client who is no longer in the at-risk
+    /// band (they ordered, or someone set their score, since the trigger).
+    #[error("user is no longer at risk")]
+    NotAtRisk,
     /// An email was written too recently.
     #[error(
         "an email was written within the cooldown; the next may be written at {next_allowed_at}"

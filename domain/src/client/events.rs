@@ -178,6 +178,14 @@ pub struct UserScored {
     pub next_change_at: Option<DateTime<Utc>>,
 }
 
+impl UserScored {
+    /// Whether the client is at risk after this score: the band decides, for the `atRisk`
+    /// flag and the process manager alike.
+    pub fn is_at_risk(&self) -> bool {
+        self.band.is_at_risk()
+    }
+}
+
 /// Who wrote an email.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -5,11 +5,13 @@
 //! - [`events`]: what happened (`UserCreated`, `OrderPlaced`, `UserScored`, ...).
 //! - [`aggregate`]: the rules that turn one into the other, and the state they fold into.
 //! - [`errors`]: why a command was refused.
+//! - [`status`]: where a client and an email stand (the closed sets the read models store).
 
 pub mod aggregate;
 pub mod commands;
 pub mod errors;
 pub mod events;
+pub mod status;
 
 #[cfg(test)]
 mod tests;
@@ -18,3 +20,4 @@ pub use aggregate::{Client, ClientServices, Lifecycle, ScoreState, MANUAL_POLICY
 pub use commands::*;
 pub use errors::ClientError;
 pub use events::*;
+pub use status::{ClientStatus, EmailStatus, UnknownStatus};

@@ -47,7 +47,12 @@ fn at(action: ClientAction, now: DateTime<Utc>) -> ClientCommand {
 
 /// Runs `commands` from nothing and returns every event, in order.
 fn history(commands: Vec<ClientCommand>) -> Vec<ClientEvent> {
-    let mut client = Client::default();
+    history_from(&[], commands)
+}
+
+/// Runs `commands` after `given` and returns only the new events.
+fn history_from(given: &[ClientEvent], commands: Vec<ClientCommand>) -> Vec<ClientEvent> {
+    let mut client = replay(given);
     let mut all = Vec::new();
     for command in commands {
         for event in client
@@ -74,7 +79,23 @@ fn order(id: &str, amount: &str, placed_at: DateTime<Utc>) -> ClientAction {
     })
 }
 
+/// An email written by hand (no trigger): only the cooldown and opt-out apply.
 fn email(id: u128) -> ClientAction {
+    with_trigger(id, None)
+}
+
+/// An email the process manager asked for, after the event at sequence 2.
+fn triggered_email(id: u128) -> ClientAction {
+    with_trigger(
+        id,
+        Some(EmailTrigger {
+            sequence: 2,
+            global_position: 7,
+        }),
+    )
+}
+
+fn with_trigger(id: u128, trigger: Option<EmailTrigger>) -> ClientAction {
     ClientAction::RecordEmail(RecordEmail {
         email_id: Uuid::from_u128(id),
         content: EmailContent {
@@ -88,10 +109,7 @@ fn email(id: u128) -> ClientAction {
             },
             usage: None,
         },
-        trigger: Some(EmailTrigger {
-            sequence: 2,
-            global_position: 7,
-        }),
+        trigger,
     })
 }
 
@@ -374,13 +392,7 @@ fn recording_an_email_is_idempotent_and_the_seed_rule_lowers_the_score_for_a_wee
         generated.engagement_score_at_time, 100,
         "score as last recorded"
     );
-    assert_eq!(
-        generated.trigger,
-        Some(EmailTrigger {
-            sequence: 2,
-            global_position: 7
-        })
-    );
+    assert_eq!(generated.trigger, None);
     // seed-v1 at day 120 with an email today: 100 - 40 + 1.5 + 1 - 10 = 52.5 -> 53.
     assert_eq!(scored(&events)[0].score, 53);
 
@@ -390,6 +402,47 @@ fn recording_an_email_is_idempotent_and_the_seed_rule_lowers_the_score_for_a_wee
         .given(after)
         .when(at(email(1), day(121)))
         .then_expect_events(vec![]);
+}
+
+fn set_score(score: i64) -> ClientAction {
+    ClientAction::SetEngagementScore(SetEngagementScore {
+        score: Score::parse(score, "score").unwrap(),
+        reason: None,
+        actor: "operator".into(),
+    })
+}
+
+#[test]
+fn a_triggered_email_is_written_only_while_the_client_is_at_risk() {
+    let given = history(vec![
+        at(ClientAction::CreateUser(create_user()), t0()),
+        at(set_score(12), day(1)),
+    ]);
+    assert!(replay(&given).is_at_risk(), "a manual score counts");
+    let events = ClientTest::with(services())
+        .given(given.clone())
+        .when(at(triggered_email(1), day(2)))
+        .inspect_result()
+        .unwrap();
+    assert!(matches!(events[0], ClientEvent::EmailGenerated(ref e) if e.trigger.is_some()));
+
+    // The client ordered after the trigger: seed-v1 lifts them out of the band.
+    let mut recovered = given.clone();
+    recovered.extend(history_from(
+        &given,
+        vec![at(order("o-1", "80", day(2)), day(2))],
+    ));
+    assert!(!replay(&recovered).is_at_risk());
+    ClientTest::with(services())
+        .given(recovered.clone())
+        .when(at(triggered_email(1), day(2)))
+        .then_expect_error(ClientError::NotAtRisk);
+    // An email written by hand is not bound by the band.
+    ClientTest::with(services())
+        .given(recovered)
+        .when(at(email(2), day(2)))
+        .inspect_result()
+        .unwrap();
 }
 
 #[test]

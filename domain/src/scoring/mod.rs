@@ -50,6 +50,13 @@ pub enum Band {
 }
 
 impl Band {
+    /// Whether this is the at-risk band. Everything that asks "is this client at risk?" (the
+    /// `atRisk` flag, the process manager, the email workers) asks this of the band a policy
+    /// recorded, never a score against a threshold of its own.
+    pub fn is_at_risk(self) -> bool {
+        self == Self::AtRisk
+    }
+
     /// The band's name as stored and shown (`at_risk`, `watch`, `healthy`).
     pub fn as_str(self) -> &'static str {
         match self {

@@ -9,6 +9,7 @@
 //! - [`writer`]: the LLM and template email writers, the escaping HTML template, and the LLM's
 //!   request limit.
 
+pub mod jobs;
 pub mod process_manager;
 pub mod workers;
 pub mod writer;

@@ -1,18 +1,24 @@
 //! The engagement process manager: a consumer of the log that turns "this client is at risk"
 //! into an email job, once per triggering event.
 //!
-//! On `UserScored` below the threshold for a client who is active (not opted out, not
-//! deleted) and outside the cooldown, it records a job keyed by the triggering event, in the
-//! same transaction as its checkpoint: a replay or a restart finds the job there and creates
-//! no second one. It keeps its own record of each client's status and last email, from the
-//! log, so each decision is exact at its event's position.
+//! On a `UserScored` whose band is at risk (the domain's one rule, [`UserScored::is_at_risk`],
+//! the same that sets the `atRisk` flag), for a client who is active (not opted out, not
+//! deleted), outside the cooldown and without an open job, it records a job keyed by the
+//! triggering event, in the same transaction as its checkpoint: a replay or a restart finds
+//! the job there and creates no second one. The job is due after a delay, so that a client in
+//! the middle of ordering is not emailed; the workers judge it again when they pick it up. It
+//! keeps its own record of each client's status and last email (the `process_manager_clients`
+//! table), from the log, so each decision is exact at its event's position.
+//!
+//! [`UserScored::is_at_risk`]: domain::client::UserScored::is_at_risk
 
 use anyhow::Context as _;
 use chrono::{DateTime, Duration, Utc};
-use domain::client::ClientEvent;
+use domain::client::{ClientEvent, ClientStatus, UserScored};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
+use super::jobs::{self, NewJob};
 use crate::log::consumer::Projection;
 use crate::log::StoredEvent;
 
@@ -33,20 +39,21 @@ pub fn email_id(job_id: Uuid) -> Uuid {
     Uuid::new_v5(&ID_NAMESPACE, format!("email:{job_id}").as_bytes())
 }
 
-/// When the process manager writes.
+/// When the process manager writes. Who is at risk is not a setting here: the scoring
+/// policy's band decides.
 #[derive(Debug, Clone)]
 pub struct ProcessManagerSettings {
-    /// Scores below this trigger an email.
-    pub threshold: u8,
     /// Minimum time between two emails to one client.
     pub cooldown: Duration,
+    /// How long a new trigger waits before it is due (`EMAIL_TRIGGER_DELAY_SECS`).
+    pub trigger_delay: Duration,
 }
 
 impl Default for ProcessManagerSettings {
     fn default() -> Self {
         Self {
-            threshold: 50,
             cooldown: Duration::days(7),
+            trigger_delay: Duration::seconds(60),
         }
     }
 }
@@ -67,12 +74,12 @@ impl ProcessManager {
         &self,
         tx: &mut PgConnection,
         stored: &StoredEvent,
-        score: u8,
-        at: DateTime<Utc>,
+        scored: &UserScored,
     ) -> anyhow::Result<()> {
-        if score >= self.settings.threshold {
+        if !scored.is_at_risk() {
             return Ok(());
         }
+        let at = scored.as_of;
         let client: Option<(String, Option<DateTime<Utc>>)> = sqlx::query_as(
             "select status, last_email_at from process_manager_clients where user_id = $1",
         )
@@ -82,36 +89,27 @@ impl ProcessManager {
         let Some((status, last_email_at)) = client else {
             return Ok(());
         };
+        let status: ClientStatus = status.parse()?;
         let cooled = last_email_at.is_none_or(|last| last + self.settings.cooldown <= at);
-        if status != "ACTIVE" || !cooled {
+        if status != ClientStatus::Active || !cooled {
             return Ok(());
         }
         // One open job per client: two low scores in a row make one email.
-        let open: bool = sqlx::query_scalar(
-            "select exists (select 1 from email_jobs where user_id = $1 and status in ('PENDING', 'RUNNING'))",
-        )
-        .bind(stored.user_id)
-        .fetch_one(&mut *tx)
-        .await?;
-        if open {
+        if jobs::has_open(tx, stored.user_id).await? {
             return Ok(());
         }
-        sqlx::query(
-            "insert into email_jobs (id, user_id, trigger_position, trigger_sequence, score, status,
-                                     next_attempt_at, created_at, updated_at)
-             values ($1, $2, $3, $4, $5, 'PENDING', $6, $6, $6)
-             on conflict (trigger_position) do nothing",
-        )
-        .bind(job_id(stored.position.global_position))
-        .bind(stored.user_id)
-        .bind(stored.position.global_position)
-        .bind(stored.sequence)
-        .bind(i16::from(score))
-        .bind(at)
-        .execute(&mut *tx)
-        .await
-        .context("recording an email job")?;
-        tracing::info!(user_id = %stored.user_id, score, trigger = stored.position.global_position, "email job recorded");
+        let job = NewJob {
+            id: job_id(stored.position.global_position),
+            user_id: stored.user_id,
+            trigger_position: stored.position.global_position,
+            trigger_sequence: stored.sequence,
+            score: scored.score,
+            created_at: at,
+            due_at: at + self.settings.trigger_delay,
+        };
+        if jobs::record(tx, &job).await? {
+            tracing::info!(user_id = %stored.user_id, score = scored.score, trigger = job.trigger_position, "email job recorded");
+        }
         Ok(())
     }
 }
@@ -138,9 +136,9 @@ impl Projection for ProcessManager {
     async fn apply(&self, tx: &mut PgConnection, events: &[StoredEvent]) -> anyhow::Result<()> {
         for stored in events {
             let status = match stored.event_type.as_str() {
-                "UserCreated" => Some("ACTIVE"),
-                "UserUnsubscribed" => Some("UNSUBSCRIBED"),
-                "UserDeleted" => Some("DELETED"),
+                "UserCreated" => Some(ClientStatus::Active),
+                "UserUnsubscribed" => Some(ClientStatus::Unsubscribed),
+                "UserDeleted" => Some(ClientStatus::Deleted),
                 "UserScored" | "EmailGenerated" => None,
                 _ => continue,
             };
@@ -150,13 +148,14 @@ impl Projection for ProcessManager {
                      on conflict (user_id) do update set status = excluded.status",
                 )
                 .bind(stored.user_id)
-                .bind(status)
+                .bind(status.as_str())
                 .execute(&mut *tx)
-                .await?;
+                .await
+                .context("recording a client's status")?;
                 continue;
             }
             match stored.event()? {
-                ClientEvent::UserScored(e) => self.consider(tx, stored, e.score, e.as_of).await?,
+                ClientEvent::UserScored(e) => self.consider(tx, stored, &e).await?,
                 ClientEvent::EmailGenerated(e) => {
                     sqlx::query(
                         "update process_manager_clients

@@ -17,8 +17,8 @@ use sqlx::{PgConnection, PgPool};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::log::{self, StoredEvent};
 use crate::log::position::LogPosition;
+use crate::log::{self, StoredEvent};
 
 /// Something built from the log: a read model, the process manager.
 pub trait Projection: Send + Sync + 'static {

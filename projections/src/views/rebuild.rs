@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use sqlx::PgPool;
 
-use crate::log::consumer::{set_checkpoint, Consumer, ConsumerSettings, LogSignal, Projection};
-use crate::views::emails::EmailsView;
 use crate::log;
+use crate::log::consumer::{set_checkpoint, Consumer, ConsumerSettings, LogSignal, Projection};
 use crate::log::position::LogPosition;
+use crate::views::emails::EmailsView;
 use crate::views::users::UsersView;
 
 /// A read model that can be rebuilt.

@@ -118,7 +118,7 @@ impl UserRow {
             ClientEvent::UserScored(e) => {
                 self.engagement_score = i16::from(e.score);
                 self.score_band = e.band.as_str().to_owned();
-                self.at_risk = e.band == domain::scoring::Band::AtRisk;
+                self.at_risk = e.is_at_risk();
                 self.score_policy.clone_from(&e.policy);
                 self.score_threshold = i16::from(e.threshold);
                 self.score_factors =

@@ -12,12 +12,13 @@ use domain::client::{
 use domain::values::{Categories, EmailAddress, Score, UserName};
 use projections::clock::SystemClock;
 use projections::commands::{CommandBus, CommandMetadata};
-use projections::log::consumer::{Consumer, ConsumerSettings, LogSignal};
-use projections::engagement::workers::{ConfiguredWriter, EmailWorkers, WorkerSettings};
-use projections::views::emails::EmailsView;
 use projections::engagement::process_manager::{ProcessManager, ProcessManagerSettings};
-use projections::views::users::UsersView;
+use projections::engagement::workers::{EmailWorkers, WorkerSettings};
 use projections::engagement::writer::openai::{OpenAiSettings, OpenAiWriter, Secret};
+use projections::engagement::writer::ConfiguredWriter;
+use projections::log::consumer::{Consumer, ConsumerSettings, LogSignal};
+use projections::views::emails::EmailsView;
+use projections::views::users::UsersView;
 use serde_json::{json, Value};
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -35,15 +36,28 @@ pub struct Flow {
 }
 
 impl Flow {
+    /// A flow whose new jobs are due at once.
     pub fn new(pool: &PgPool) -> Self {
+        Self::with_trigger_delay(pool, chrono::Duration::zero())
+    }
+
+    pub fn with_trigger_delay(pool: &PgPool, trigger_delay: chrono::Duration) -> Self {
+        Self::build(
+            pool,
+            ClientServices::default(),
+            ProcessManagerSettings {
+                trigger_delay,
+                ..ProcessManagerSettings::default()
+            },
+        )
+    }
+
+    /// A flow deciding with `services` and triggering with `manager`.
+    pub fn build(pool: &PgPool, services: ClientServices, manager: ProcessManagerSettings) -> Self {
         let settings = ConsumerSettings::default();
         Self {
             pool: pool.clone(),
-            bus: CommandBus::new(
-                pool.clone(),
-                ClientServices::default(),
-                Arc::new(SystemClock),
-            ),
+            bus: CommandBus::new(pool.clone(), services, Arc::new(SystemClock)),
             users: Consumer::new(
                 pool.clone(),
                 UsersView::live(),
@@ -58,7 +72,7 @@ impl Flow {
             ),
             manager: Consumer::new(
                 pool.clone(),
-                ProcessManager::new(ProcessManagerSettings::default()),
+                ProcessManager::new(manager),
                 settings,
                 LogSignal::new(),
             ),
@@ -71,10 +85,9 @@ impl Flow {
         self.manager.catch_up().await.unwrap();
     }
 
-    /// A client scored at risk by hand; returns the client and their email job.
-    pub async fn at_risk(&self, name: &str) -> (Uuid, Uuid) {
+    /// A new client with no orders.
+    pub async fn client(&self, name: &str) -> Uuid {
         let id = Uuid::new_v4();
-        let meta = CommandMetadata::for_actor("test");
         let create = ClientAction::CreateUser(CreateUser {
             id,
             name: UserName::parse(name).unwrap(),
@@ -82,7 +95,20 @@ impl Flow {
             preferred_categories: Categories::parse(&["Denim"], "preferredCategories").unwrap(),
             history: ImportedHistory::default(),
         });
-        self.bus.execute(id, create, &meta).await.unwrap();
+        self.run(id, create).await;
+        id
+    }
+
+    /// Runs `action` on client `id` as a test operator.
+    pub async fn run(&self, id: Uuid, action: ClientAction) {
+        let meta = CommandMetadata::for_actor("test");
+        self.bus.execute(id, action, &meta).await.unwrap();
+    }
+
+    /// A client scored at risk by hand; returns the client and their email job.
+    pub async fn at_risk(&self, name: &str) -> (Uuid, Uuid) {
+        let id = self.client(name).await;
+        let meta = CommandMetadata::for_actor("test");
         let low = ClientAction::SetEngagementScore(SetEngagementScore {
             score: Score::parse(12, "score").unwrap(),
             reason: Some("test".into()),
@@ -147,6 +173,7 @@ pub fn llm(server: &MockServer, timeout: Duration) -> ConfiguredWriter {
             model: "test/model".into(),
             api_key: Secret::new(KEY),
             timeout,
+            requests_per_minute: 60_000,
         })
         .unwrap(),
     )
@@ -155,7 +182,6 @@ pub fn llm(server: &MockServer, timeout: Duration) -> ConfiguredWriter {
 pub fn fast(max_attempts: i32) -> WorkerSettings {
     WorkerSettings {
         concurrency: 4,
-        requests_per_minute: 60_000,
         max_attempts,
         base_backoff: Duration::from_millis(10),
         max_backoff: Duration::from_millis(50),

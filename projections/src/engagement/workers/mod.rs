@@ -1,30 +1,35 @@
 //! Email workers: claim due jobs (`for update skip locked`, with a lease, so several instances
-//! can run and a job held by a worker that died is picked up again), ask the writer, record the
-//! email through the aggregate, and retry failures with backoff and jitter.
+//! can run and a job held by a worker that died is picked up again), judge each again against
+//! the client as they stand now, ask the writer, record the email through the aggregate, and
+//! retry failures with backoff and jitter.
 //!
-//! Toward the LLM: a concurrency limit, a requests-per-minute limit, and a circuit breaker.
-//! After repeated failures in a row the breaker opens: workers stop calling the provider for a
-//! cool-off and due jobs wait without spending attempts; then one probe tests the provider, and
-//! success resumes the flow. An outage of an hour dead-letters nothing.
+//! A job is judged again when it is picked up, by the client's last recorded band (a manual
+//! score counts) and eligibility, read from the aggregate itself: a client who ordered or opted
+//! out since the trigger gets no email, and the job ends `SKIPPED` with the reason. The brief
+//! is built from that same state, never an older one. The aggregate checks once more when the
+//! email is recorded, so a change during the writing is caught too.
+//!
+//! Toward the writer: a concurrency limit and a [`breaker::Breaker`]. The LLM's
+//! requests-per-minute limit lives in the LLM client, so the template is never held back.
 
-use std::sync::{Arc, Mutex};
+pub mod breaker;
+
+use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context as _;
-use chrono::{DateTime, Utc};
-use domain::client::{ClientAction, ClientError, EmailTrigger, RecordEmail};
+use domain::client::{Client, ClientAction, ClientError, EmailTrigger, Lifecycle, RecordEmail};
 use rand::Rng as _;
 use sqlx::PgPool;
 use tokio::sync::{Notify, Semaphore};
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use self::breaker::{Breaker, Permit};
+use super::jobs::{self, Claimed, JobStatus, Settlement};
+use super::process_manager::email_id;
+use super::writer::template::TemplateWriter;
+use super::writer::{render, Brief, EmailWriter, WriteError, Written};
 use crate::commands::{CommandBus, CommandError, CommandMetadata};
-use crate::engagement::process_manager::email_id;
-use crate::views::users::load_user;
-use crate::engagement::writer::template::TemplateWriter;
-use crate::engagement::writer::{render, Brief, EmailWriter, WriteError, Written};
 
 /// The actor recorded on emails the workers record.
 pub const ACTOR: &str = "process-manager";
@@ -34,8 +39,6 @@ pub const ACTOR: &str = "process-manager";
 pub struct WorkerSettings {
     /// Jobs in flight at once (and so LLM calls at once).
     pub concurrency: usize,
-    /// Most LLM calls per minute.
-    pub requests_per_minute: u32,
     /// Attempts before a job is dead.
     pub max_attempts: i32,
     /// How long a claimed job is held before another worker may take it.
@@ -58,7 +61,6 @@ impl Default for WorkerSettings {
     fn default() -> Self {
         Self {
             concurrency: 4,
-            requests_per_minute: 60,
             max_attempts: 5,
             lease: Duration::from_secs(120),
             base_backoff: Duration::from_secs(5),
@@ -69,165 +71,6 @@ impl Default for WorkerSettings {
             breaker_cool_off: Duration::from_secs(30),
         }
     }
-}
-
-/// The breaker's state.
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum BreakerState {
-    Closed { failures: u32 },
-    Open { until: Instant, cool_off: Duration },
-    HalfOpen { probing: bool, cool_off: Duration },
-}
-
-/// What the breaker allows now.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Permit {
-    /// Call freely.
-    Call,
-    /// Make one probe call.
-    Probe,
-    /// Do not call until then.
-    WaitUntil(Instant),
-}
-
-/// A circuit breaker toward the LLM.
-#[derive(Debug)]
-pub struct Breaker {
-    state: Mutex<BreakerState>,
-    threshold: u32,
-    first_cool_off: Duration,
-}
-
-const MAX_COOL_OFF: Duration = Duration::from_secs(600);
-
-impl Breaker {
-    /// A closed breaker.
-    pub fn new(threshold: u32, cool_off: Duration) -> Self {
-        Self {
-            state: Mutex::new(BreakerState::Closed { failures: 0 }),
-            threshold: threshold.max(1),
-            first_cool_off: cool_off,
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, BreakerState> {
-        self.state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// Asks to call the provider.
-    pub fn permit(&self) -> Permit {
-        let mut state = self.lock();
-        match *state {
-            BreakerState::Closed { .. } => Permit::Call,
-            BreakerState::Open { until, cool_off } if Instant::now() >= until => {
-                *state = BreakerState::HalfOpen {
-                    probing: true,
-                    cool_off,
-                };
-                Permit::Probe
-            }
-            BreakerState::Open { until, .. } => Permit::WaitUntil(until),
-            BreakerState::HalfOpen {
-                probing: false,
-                cool_off,
-            } => {
-                *state = BreakerState::HalfOpen {
-                    probing: true,
-                    cool_off,
-                };
-                Permit::Probe
-            }
-            BreakerState::HalfOpen { probing: true, .. } => {
-                Permit::WaitUntil(Instant::now() + Duration::from_millis(200))
-            }
-        }
-    }
-
-    /// A call succeeded.
-    pub fn success(&self) {
-        *self.lock() = BreakerState::Closed { failures: 0 };
-    }
-
-    /// A call failed; returns true if the breaker is (now) open.
-    pub fn failure(&self) -> bool {
-        let mut state = self.lock();
-        let next = match *state {
-            BreakerState::Closed { failures } if failures + 1 >= self.threshold => {
-                tracing::warn!(failures = failures + 1, "LLM circuit opened");
-                BreakerState::Open {
-                    until: Instant::now() + self.first_cool_off,
-                    cool_off: self.first_cool_off,
-                }
-            }
-            BreakerState::Closed { failures } => BreakerState::Closed {
-                failures: failures + 1,
-            },
-            BreakerState::HalfOpen { cool_off, .. } | BreakerState::Open { cool_off, .. } => {
-                let cool_off = (cool_off * 2).min(MAX_COOL_OFF);
-                BreakerState::Open {
-                    until: Instant::now() + cool_off,
-                    cool_off,
-                }
-            }
-        };
-        *state = next;
-        !matches!(next, BreakerState::Closed { .. })
-    }
-
-    /// The state in words, for the health report.
-    pub fn describe(&self) -> String {
-        match *self.lock() {
-            BreakerState::Closed { .. } => "circuit closed".to_owned(),
-            BreakerState::Open { until, .. } => {
-                format!(
-                    "circuit open, next probe in {}s",
-                    until.saturating_duration_since(Instant::now()).as_secs()
-                )
-            }
-            BreakerState::HalfOpen { .. } => "circuit half-open, probing".to_owned(),
-        }
-    }
-}
-
-/// Spaces LLM calls evenly to stay within a requests-per-minute limit.
-#[derive(Debug)]
-pub struct RateLimiter {
-    interval: Duration,
-    next: tokio::sync::Mutex<Instant>,
-}
-
-impl RateLimiter {
-    /// At most `per_minute` calls a minute.
-    pub fn new(per_minute: u32) -> Self {
-        Self {
-            interval: Duration::from_secs(60) / per_minute.max(1),
-            next: tokio::sync::Mutex::new(Instant::now()),
-        }
-    }
-
-    /// Waits for the next slot.
-    pub async fn acquire(&self) {
-        let slot = {
-            let mut next = self.next.lock().await;
-            let slot = (*next).max(Instant::now());
-            *next = slot + self.interval;
-            slot
-        };
-        tokio::time::sleep_until(slot).await;
-    }
-}
-
-/// A claimed job.
-#[derive(Debug, Clone)]
-struct Claimed {
-    id: Uuid,
-    user_id: Uuid,
-    trigger_position: i64,
-    trigger_sequence: i64,
-    attempts: i32,
-    lease_until: DateTime<Utc>,
 }
 
 /// Where a job goes after an attempt.
@@ -246,7 +89,6 @@ pub struct EmailWorkers<W: EmailWriter> {
     writer: Arc<W>,
     settings: WorkerSettings,
     breaker: Arc<Breaker>,
-    limiter: Arc<RateLimiter>,
     wake: Arc<Notify>,
     log_signal: Option<crate::log::consumer::LogSignal>,
 }
@@ -259,7 +101,6 @@ impl<W: EmailWriter> Clone for EmailWorkers<W> {
             writer: self.writer.clone(),
             settings: self.settings.clone(),
             breaker: self.breaker.clone(),
-            limiter: self.limiter.clone(),
             wake: self.wake.clone(),
             log_signal: self.log_signal.clone(),
         }
@@ -282,7 +123,6 @@ impl<W: EmailWriter> EmailWorkers<W> {
                 settings.breaker_threshold,
                 settings.breaker_cool_off,
             )),
-            limiter: Arc::new(RateLimiter::new(settings.requests_per_minute)),
             pool,
             bus,
             writer: Arc::new(writer),
@@ -310,42 +150,9 @@ impl<W: EmailWriter> EmailWorkers<W> {
 
     async fn claim(&self, limit: i64) -> anyhow::Result<Vec<Claimed>> {
         let now = self.bus.clock().now();
-        let lease_until = now
-            + chrono::Duration::from_std(self.settings.lease)
-                .unwrap_or_else(|_| chrono::Duration::minutes(2));
-        let rows: Vec<(Uuid, Uuid, i64, i64, i32)> = sqlx::query_as(
-            "with due as (
-                 select id from email_jobs
-                  where (status = 'PENDING' and next_attempt_at <= $1)
-                     or (status = 'RUNNING' and lease_until < $1)
-                  order by next_attempt_at, id
-                  limit $2
-                  for update skip locked)
-             update email_jobs j
-                set status = 'RUNNING', lease_until = $3, updated_at = $1
-               from due
-              where j.id = due.id
-             returning j.id, j.user_id, j.trigger_position, j.trigger_sequence, j.attempts",
-        )
-        .bind(now)
-        .bind(limit)
-        .bind(lease_until)
-        .fetch_all(&self.pool)
-        .await
-        .context("claiming email jobs")?;
-        Ok(rows
-            .into_iter()
-            .map(
-                |(id, user_id, trigger_position, trigger_sequence, attempts)| Claimed {
-                    id,
-                    user_id,
-                    trigger_position,
-                    trigger_sequence,
-                    attempts,
-                    lease_until,
-                },
-            )
-            .collect())
+        let lease = chrono::Duration::from_std(self.settings.lease)
+            .unwrap_or_else(|_| chrono::Duration::minutes(2));
+        jobs::claim(&self.pool, now, limit, now + lease).await
     }
 
     /// Runs until `stop`.
@@ -457,32 +264,28 @@ impl<W: EmailWriter> EmailWorkers<W> {
         }
     }
 
+    /// Judges the job again against the client as they stand now, and builds the brief from
+    /// that same state.
     async fn brief(&self, user_id: Uuid) -> anyhow::Result<Result<Brief, Outcome>> {
-        let Some(user) = load_user(&self.pool, user_id).await? else {
-            return Ok(Err(Outcome::Release(
-                "the users view has not caught up yet".into(),
-                Duration::from_secs(1),
-            )));
-        };
-        match user.status.as_str() {
-            "DELETED" => return Ok(Err(Outcome::Skipped("the user was deleted".into()))),
-            "UNSUBSCRIBED" => return Ok(Err(Outcome::Skipped("the user unsubscribed".into()))),
-            _ => {}
-        }
+        let client = self.bus.load(user_id).await?;
         let now = self.bus.clock().now();
+        if let Some(reason) = no_email_now(&client, now, self.bus.services().email_cooldown) {
+            return Ok(Err(Outcome::Skipped(reason.to_owned())));
+        }
+        let orders = client.orders();
         Ok(Ok(Brief {
-            name: user.name,
-            order_count: user.order_count,
+            name: client.name().to_owned(),
+            order_count: i32::try_from(orders.order_count).unwrap_or(i32::MAX),
             average_order_value: domain::values::Money::from_cents(
-                user.average_order_value_cents,
+                orders.average_order_value_cents,
                 "aov",
             )
             .unwrap_or(domain::values::Money::ZERO)
             .to_string(),
-            last_order_date: user.last_order_date,
-            days_since_last_order: user.last_order_date.map(|t| (now - t).num_days().max(0)),
-            preferred_categories: user.preferred_categories,
-            engagement_score: i32::from(user.engagement_score),
+            last_order_date: orders.last_order_at,
+            days_since_last_order: orders.last_order_at.map(|t| (now - t).num_days().max(0)),
+            preferred_categories: client.preferred_categories().to_vec(),
+            engagement_score: client.score().map_or(0, |s| i32::from(s.score)),
         }))
     }
 
@@ -507,6 +310,7 @@ impl<W: EmailWriter> EmailWorkers<W> {
             Err(CommandError::Rejected(
                 e @ (ClientError::Unsubscribed
                 | ClientError::Deleted
+                | ClientError::NotAtRisk
                 | ClientError::EmailCooldown { .. }
                 | ClientError::NotFound),
             )) => Outcome::Skipped(e.to_string()),
@@ -522,7 +326,6 @@ impl<W: EmailWriter> EmailWorkers<W> {
             Ok(Err(outcome)) => return outcome,
             Err(e) => return Outcome::Release(format!("{e:#}"), Duration::from_secs(1)),
         };
-        self.limiter.acquire().await;
         match self.writer.write(&brief).await {
             Ok(written) => {
                 self.breaker.success();
@@ -590,141 +393,71 @@ impl<W: EmailWriter> EmailWorkers<W> {
         let after = |d: Duration| {
             now + chrono::Duration::from_std(d).unwrap_or_else(|_| chrono::Duration::minutes(10))
         };
-        // (status, attempts, last error, next attempt, email)
-        let (status, attempts, last_error, next_attempt, email): (
-            &str,
-            i32,
-            Option<String>,
-            Option<DateTime<Utc>>,
-            Option<Uuid>,
-        ) = match outcome {
-            Outcome::Done(email) => ("DONE", job.attempts, None, None, Some(email)),
-            Outcome::Skipped(reason) => ("SKIPPED", job.attempts, Some(reason), None, None),
-            Outcome::Release(reason, wait) => (
-                "PENDING",
-                job.attempts,
-                Some(reason),
-                Some(after(wait)),
-                None,
-            ),
+        let settlement = match outcome {
+            Outcome::Done(email) => Settlement {
+                status: JobStatus::Done,
+                attempts: job.attempts,
+                last_error: None,
+                next_attempt_at: None,
+                email_id: Some(email),
+            },
+            Outcome::Skipped(reason) => {
+                tracing::info!(job = %job.id, reason = %reason, "email job skipped");
+                Settlement {
+                    status: JobStatus::Skipped,
+                    attempts: job.attempts,
+                    last_error: Some(reason),
+                    next_attempt_at: None,
+                    email_id: None,
+                }
+            }
+            Outcome::Release(reason, wait) => Settlement {
+                status: JobStatus::Pending,
+                attempts: job.attempts,
+                last_error: Some(reason),
+                next_attempt_at: Some(after(wait)),
+                email_id: None,
+            },
             Outcome::Failed(error) => {
                 let attempts = job.attempts + 1;
                 let dead = !error.retryable || attempts >= self.settings.max_attempts;
                 if dead {
                     tracing::warn!(job = %job.id, attempts, error = %error.message, "email job dead");
-                    ("DEAD", attempts, Some(error.message), None, None)
-                } else {
-                    let wait = self.backoff(attempts, error.retry_after);
-                    (
-                        "PENDING",
-                        attempts,
-                        Some(error.message),
-                        Some(after(wait)),
-                        None,
-                    )
+                }
+                Settlement {
+                    status: if dead {
+                        JobStatus::Dead
+                    } else {
+                        JobStatus::Pending
+                    },
+                    attempts,
+                    next_attempt_at: (!dead)
+                        .then(|| after(self.backoff(attempts, error.retry_after))),
+                    last_error: Some(error.message),
+                    email_id: None,
                 }
             }
         };
-        // Only the holder of the current lease may settle the job.
-        let query = sqlx::query(
-            "update email_jobs
-                set status = $3, attempts = $4, last_error = $5,
-                    next_attempt_at = coalesce($6, next_attempt_at), email_id = coalesce($7, email_id),
-                    lease_until = null, updated_at = $8
-              where id = $1 and status = 'RUNNING' and lease_until = $2",
-        )
-        .bind(job.id)
-        .bind(job.lease_until)
-        .bind(status)
-        .bind(attempts)
-        .bind(last_error)
-        .bind(next_attempt)
-        .bind(email)
-        .bind(now);
-        query
-            .execute(&self.pool)
-            .await
-            .context("settling an email job")?;
+        jobs::settle(&self.pool, job, &settlement, now).await?;
         Ok(())
     }
 }
 
-impl Breaker {
-    /// Gives back a probe permit that found no job to probe with.
-    pub fn release_probe(&self) {
-        let mut state = self.lock();
-        if let BreakerState::HalfOpen { cool_off, .. } = *state {
-            *state = BreakerState::HalfOpen {
-                probing: false,
-                cool_off,
-            };
+/// Why the client should get no email at `now`, if so: the one check made when a job is
+/// picked up (and again by the aggregate when the email is recorded).
+fn no_email_now(
+    client: &Client,
+    now: chrono::DateTime<chrono::Utc>,
+    cooldown: chrono::Duration,
+) -> Option<&'static str> {
+    match client.lifecycle() {
+        Lifecycle::New => Some("the user does not exist"),
+        Lifecycle::Deleted => Some("the user was deleted"),
+        Lifecycle::Unsubscribed => Some("the user unsubscribed"),
+        Lifecycle::Active if !client.is_at_risk() => Some("the user is no longer at risk"),
+        Lifecycle::Active if !client.may_be_emailed(now, cooldown) => {
+            Some("an email was written within the cooldown")
         }
-    }
-}
-
-/// The writer chosen at start-up: the LLM when a key is configured, else the template.
-#[derive(Debug, Clone)]
-pub enum ConfiguredWriter {
-    /// The chat-completions client.
-    Llm(crate::engagement::writer::openai::OpenAiWriter),
-    /// The offline template.
-    Template(TemplateWriter),
-}
-
-impl EmailWriter for ConfiguredWriter {
-    fn label(&self) -> String {
-        match self {
-            Self::Llm(w) => w.label(),
-            Self::Template(w) => w.label(),
-        }
-    }
-
-    async fn write(&self, brief: &Brief) -> Result<Written, WriteError> {
-        match self {
-            Self::Llm(w) => w.write(brief).await,
-            Self::Template(w) => w.write(brief).await,
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test(start_paused = true)]
-    async fn the_breaker_opens_after_failures_in_a_row_and_one_probe_closes_it() {
-        let breaker = Breaker::new(3, Duration::from_secs(30));
-        assert_eq!(breaker.permit(), Permit::Call);
-        assert!(!breaker.failure());
-        assert!(!breaker.failure());
-        assert!(breaker.failure(), "the third failure in a row opens it");
-        assert!(matches!(breaker.permit(), Permit::WaitUntil(_)));
-        tokio::time::advance(Duration::from_secs(31)).await;
-        assert_eq!(breaker.permit(), Permit::Probe);
-        assert!(
-            matches!(breaker.permit(), Permit::WaitUntil(_)),
-            "one probe at a time"
-        );
-        assert!(breaker.failure(), "a failed probe opens it again");
-        tokio::time::advance(Duration::from_secs(31)).await;
-        assert!(
-            matches!(breaker.permit(), Permit::WaitUntil(_)),
-            "for twice as long"
-        );
-        tokio::time::advance(Duration::from_secs(30)).await;
-        assert_eq!(breaker.permit(), Permit::Probe);
-        breaker.success();
-        assert_eq!(breaker.permit(), Permit::Call);
-        assert_eq!(breaker.describe(), "circuit closed");
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn the_rate_limiter_spaces_calls() {
-        let limiter = RateLimiter::new(600);
-        let start = Instant::now();
-        for _ in 0..5 {
-            limiter.acquire().await;
-        }
-        assert_eq!(start.elapsed(), Duration::from_millis(400));
+        Lifecycle::Active => None,
     }
 }

@@ -8,8 +8,11 @@
 //! # Layout
 //! - [`template`]: the offline, deterministic writer.
 //! - [`openai`]: the chat-completions client (OpenRouter by default).
+//! - [`rate_limit`]: the LLM's requests-per-minute limit.
+//! - [`ConfiguredWriter`]: the one chosen at start-up.
 
 pub mod openai;
+pub mod rate_limit;
 pub mod template;
 
 use std::future::Future;
@@ -214,6 +217,31 @@ pub fn render(written: Written) -> EmailContent {
         html,
         generator,
         usage,
+    }
+}
+
+/// The writer chosen at start-up: the LLM when a key is configured, else the template.
+#[derive(Debug, Clone)]
+pub enum ConfiguredWriter {
+    /// The chat-completions client.
+    Llm(openai::OpenAiWriter),
+    /// The offline template.
+    Template(template::TemplateWriter),
+}
+
+impl EmailWriter for ConfiguredWriter {
+    fn label(&self) -> String {
+        match self {
+            Self::Llm(w) => w.label(),
+            Self::Template(w) => w.label(),
+        }
+    }
+
+    async fn write(&self, brief: &Brief) -> Result<Written, WriteError> {
+        match self {
+            Self::Llm(w) => w.write(brief).await,
+            Self::Template(w) => w.write(brief).await,
+        }
     }
 }
 

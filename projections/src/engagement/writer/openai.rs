@@ -7,12 +7,14 @@
 //! one header and appears in no log line, error or `Debug` output.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use domain::client::{Generator, TokenUsage};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
+use super::rate_limit::RateLimiter;
 use super::{Brief, Draft, EmailWriter, WriteError, Written};
 
 /// A secret that never prints.
@@ -48,6 +50,8 @@ pub struct OpenAiSettings {
     pub api_key: Secret,
     /// Per-request timeout.
     pub timeout: Duration,
+    /// Most requests a minute (the provider's limit, or the budget's).
+    pub requests_per_minute: u32,
 }
 
 /// The chat-completions writer.
@@ -55,6 +59,8 @@ pub struct OpenAiSettings {
 pub struct OpenAiWriter {
     settings: OpenAiSettings,
     http: reqwest::Client,
+    /// Shared by every clone, so that all workers together stay within the limit.
+    limiter: Arc<RateLimiter>,
 }
 
 /// Fixed instructions; the client's data never appears here.
@@ -97,7 +103,11 @@ impl OpenAiWriter {
         let http = reqwest::Client::builder()
             .timeout(settings.timeout)
             .build()?;
-        Ok(Self { settings, http })
+        Ok(Self {
+            limiter: Arc::new(RateLimiter::new(settings.requests_per_minute)),
+            settings,
+            http,
+        })
     }
 
     /// The request body for `brief`.
@@ -198,6 +208,7 @@ impl EmailWriter for OpenAiWriter {
     }
 
     async fn write(&self, brief: &Brief) -> Result<Written, WriteError> {
+        self.limiter.acquire().await;
         let url = format!(
             "{}/chat/completions",
             self.settings.base_url.trim_end_matches('/')
@@ -268,6 +279,7 @@ mod tests {
             model: "m".into(),
             api_key: Secret::new("sk-very-secret"),
             timeout: Duration::from_secs(1),
+            requests_per_minute: 60,
         };
         assert!(!format!("{settings:?}").contains("sk-very-secret"));
         let writer = OpenAiWriter::new(settings).unwrap();
@@ -285,6 +297,7 @@ mod tests {
             model: "m".into(),
             api_key: Secret::new("k"),
             timeout: Duration::from_secs(1),
+            requests_per_minute: 60_000,
         })
         .unwrap();
         let brief = Brief {
