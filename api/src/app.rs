@@ -14,7 +14,7 @@ use projections::engagement::workers::WorkerSettings;
 use projections::engagement::writer::template::TemplateWriter;
 use projections::engagement::writer::ConfiguredWriter;
 use projections::log::consumer::ConsumerSettings;
-use projections::runtime::{EmailSettings, ReadModels};
+use projections::runtime::EmailSettings;
 use projections::scheduler::{RescoreSettings, Rescorer};
 use sqlx::PgPool;
 use tokio::net::TcpListener;
@@ -23,41 +23,12 @@ use tokio_util::sync::CancellationToken;
 use tower_http::trace::TraceLayer;
 
 use crate::graphql::auth::TokenStore;
-use crate::graphql::{build_schema, ApiContext, ApiSchema};
-use crate::http;
+use crate::graphql::{build_schema, ApiContext};
 use crate::http::rate_limit::{RateLimit, RateLimiter};
 use crate::http::response_cache::ResponseCache;
+use crate::http::{self, AppState};
 use axum::http::{header, HeaderName, HeaderValue, Method};
 use tower_http::cors::{AllowOrigin, CorsLayer};
-
-/// What every handler can reach.
-#[derive(Clone)]
-pub struct AppState {
-    /// The database.
-    pub pool: PgPool,
-    /// The command path.
-    pub commands: CommandBus,
-    /// The running read models (wait on them for read-your-writes).
-    pub read_models: ReadModels,
-    /// The GraphQL schema.
-    pub schema: ApiSchema,
-    /// Accepted bearer tokens.
-    pub tokens: Arc<TokenStore>,
-    /// The email writer, as health reports it.
-    pub email_writer: Arc<dyn Fn() -> String + Send + Sync>,
-    /// Requests per token (none: unlimited).
-    pub rate_limiter: Option<Arc<RateLimiter>>,
-    /// Answers to view reads, kept until the views move (none: off).
-    pub response_cache: Option<Arc<ResponseCache>>,
-}
-
-impl std::fmt::Debug for AppState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AppState")
-            .field("commands", &self.commands)
-            .finish_non_exhaustive()
-    }
-}
 
 /// Everything `serve` runs, wired and ready.
 pub struct App {

@@ -6,7 +6,9 @@
 //! - [`config`]: flags and environment, read once.
 //! - [`app`]: builds the application and runs it until a shutdown signal.
 //! - [`graphql`]: the GraphQL API (schema, resolvers, auth, errors).
-//! - [`http`]: routes (`/graphql`, `/graphql/ws`, the playground, `/api/health`, `/healthz`, `/readyz`).
+//! - [`http`]: routes (`/graphql`, `/graphql/ws`, the playground, the dashboard at `/`,
+//!   `/api/health`, `/healthz`, `/readyz`) and the state they share.
+//! - [`health`]: the health report both HTTP and GraphQL show.
 //! - [`cli`]: the subcommands (`serve`, `migrate`, `rebuild`, `rescore`, `backtest`).
 //! - [`backtest`]: reading purchase histories for `engagement backtest`.
 
@@ -15,4 +17,5 @@ pub mod backtest;
 pub mod cli;
 pub mod config;
 pub mod graphql;
+pub mod health;
 pub mod http;

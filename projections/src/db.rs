@@ -167,6 +167,14 @@ pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
     MIGRATOR.run(pool).await.context("applying migrations")
 }
 
+/// Asks the database to answer (one round trip, no table).
+///
+/// # Errors
+/// The database cannot be reached.
+pub async fn ping<'e>(executor: impl sqlx::PgExecutor<'e>) -> Result<(), sqlx::Error> {
+    sqlx::query("select 1").execute(executor).await.map(drop)
+}
+
 #[cfg(test)]
 mod tests {
     use super::{on_loopback_without_sslmode, redact_url, PgConnectOptions};

@@ -72,17 +72,8 @@ impl Rescorer {
     /// The database failed.
     pub async fn sweep_once(&self) -> anyhow::Result<usize> {
         let now = self.bus.clock().now();
-        let due: Vec<Uuid> = sqlx::query_scalar(
-            "select id from users
-              where next_score_change_at <= $1 and status <> 'DELETED'
-              order by next_score_change_at, id
-              limit $2",
-        )
-        .bind(now)
-        .bind(self.settings.batch_size)
-        .fetch_all(&self.pool)
-        .await
-        .context("finding users due for a rescore")?;
+        let due =
+            crate::views::users::due_for_rescore(&self.pool, now, self.settings.batch_size).await?;
         let meta = CommandMetadata::for_actor(SCHEDULER_ACTOR);
         let heads = futures::stream::iter(due.iter().copied())
             .map(|id| {

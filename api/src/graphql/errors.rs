@@ -29,6 +29,8 @@ pub enum ApiError {
     Forbidden(String),
     /// Too many requests.
     RateLimited,
+    /// A dependency (the database) cannot be reached now; the caller may retry later.
+    Unavailable(anyhow::Error),
     /// Something broke on our side.
     Internal(anyhow::Error),
 }
@@ -51,6 +53,7 @@ impl ApiError {
             Self::Unauthenticated => "UNAUTHENTICATED",
             Self::Forbidden(_) => "FORBIDDEN",
             Self::RateLimited => "RATE_LIMITED",
+            Self::Unavailable(_) => "UNAVAILABLE",
             Self::Internal(_) => "INTERNAL",
         }
     }
@@ -62,6 +65,10 @@ impl ApiError {
             Self::NotFound(m) | Self::Conflict(m) | Self::Forbidden(m) => m.clone(),
             Self::Unauthenticated => "a valid bearer token is required".to_owned(),
             Self::RateLimited => "too many requests; slow down".to_owned(),
+            Self::Unavailable(error) => {
+                tracing::warn!(error = %format!("{error:#}"), "a dependency is unavailable");
+                "the database cannot be reached; try again later".to_owned()
+            }
             Self::Internal(error) => {
                 tracing::error!(error = %format!("{error:#}"), "internal error");
                 "internal error".to_owned()
@@ -96,9 +103,52 @@ impl From<ValidationError> for ApiError {
     }
 }
 
+/// Whether `error` says the database cannot be reached (rather than that a statement failed).
+fn unreachable_database(error: &sqlx::Error) -> bool {
+    matches!(
+        error,
+        sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed
+    )
+}
+
+/// Whether a database error that says the server cannot be reached is anywhere in `e`'s chain.
+fn says_unreachable(e: &anyhow::Error) -> bool {
+    e.chain()
+        .filter_map(|cause| cause.downcast_ref::<sqlx::Error>())
+        .any(unreachable_database)
+}
+
+impl ApiError {
+    /// The error for a failure shared by several callers (a batched load): the same code,
+    /// with the cause chain as text.
+    pub fn from_shared(e: &anyhow::Error) -> Self {
+        let copy = anyhow::anyhow!("{e:#}");
+        if says_unreachable(e) {
+            Self::Unavailable(copy)
+        } else {
+            Self::Internal(copy)
+        }
+    }
+}
+
 impl From<anyhow::Error> for ApiError {
+    /// `UNAVAILABLE` when the database cannot be reached, else `INTERNAL`.
     fn from(e: anyhow::Error) -> Self {
-        Self::Internal(e)
+        if says_unreachable(&e) {
+            Self::Unavailable(e)
+        } else {
+            Self::Internal(e)
+        }
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        anyhow::Error::new(e).into()
     }
 }
 
@@ -121,10 +171,35 @@ impl From<CommandError> for ApiError {
         match e {
             CommandError::Rejected(e) => e.into(),
             CommandError::Conflict => Self::Conflict(CommandError::Conflict.to_string()),
-            CommandError::Unexpected(e) => Self::Internal(e),
+            CommandError::Unexpected(e) => e.into(),
         }
     }
 }
 
 /// Result of API code.
 pub type ApiResult<T> = Result<T, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unreachable_database_is_unavailable_and_a_failed_statement_is_internal() {
+        let down = anyhow::Error::new(sqlx::Error::PoolTimedOut).context("listing users");
+        assert_eq!(ApiError::from(down).code(), "UNAVAILABLE");
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert_eq!(
+            ApiError::from(sqlx::Error::Io(refused)).code(),
+            "UNAVAILABLE"
+        );
+        let broken = sqlx::Error::RowNotFound;
+        assert_eq!(ApiError::from(broken).code(), "INTERNAL");
+        let message = ApiError::from(sqlx::Error::PoolTimedOut)
+            .to_graphql()
+            .message;
+        assert!(
+            !message.contains("pool"),
+            "no detail reaches the caller: {message}"
+        );
+    }
+}

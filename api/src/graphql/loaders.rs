@@ -7,14 +7,13 @@ use std::sync::Arc;
 use async_graphql::dataloader::{DataLoader, Loader};
 use chrono::{DateTime, Utc};
 use projections::log::{self, StreamPage};
-use projections::views::emails::EmailRow;
-use projections::views::users::UserRow;
+use projections::views::emails::{self, EmailRow, UserEmailsPage};
+use projections::views::users::{self, UserRow};
 use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::cursor;
 use super::errors::{ApiError, ApiResult};
-use super::types::{Email, EmailConnection, Event, EventConnection, User};
 
 /// A page of one client's emails, newest first.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -82,14 +81,6 @@ impl EventsPageKey {
     }
 }
 
-/// A row with the ordinal of the key it answers.
-#[derive(sqlx::FromRow)]
-struct Ordered<T> {
-    ord: i64,
-    #[sqlx(flatten)]
-    row: T,
-}
-
 /// The loader behind every batched read.
 pub struct PgLoader {
     pool: PgPool,
@@ -102,11 +93,9 @@ impl Loader<Uuid> for PgLoader {
     type Error = LoadError;
 
     async fn load(&self, keys: &[Uuid]) -> Result<HashMap<Uuid, UserRow>, LoadError> {
-        let rows: Vec<UserRow> = sqlx::query_as("select * from users where id = any($1)")
-            .bind(keys)
-            .fetch_all(&self.pool)
+        let rows = users::load_users(&self.pool, keys)
             .await
-            .map_err(|e| Arc::new(anyhow::Error::new(e).context("loading users")))?;
+            .map_err(Arc::new)?;
         Ok(rows.into_iter().map(|row| (row.id, row)).collect())
     }
 }
@@ -119,54 +108,29 @@ impl Loader<EmailsPageKey> for PgLoader {
         &self,
         keys: &[EmailsPageKey],
     ) -> Result<HashMap<EmailsPageKey, Self::Value>, LoadError> {
-        let wrap = |e: sqlx::Error| Arc::new(anyhow::Error::new(e).context("loading emails"));
-        let users: Vec<Uuid> = keys.iter().map(|k| k.user_id).collect();
-        let after_at: Vec<Option<DateTime<Utc>>> =
-            keys.iter().map(|k| k.after.map(|a| a.0)).collect();
-        let after_id: Vec<Option<Uuid>> = keys.iter().map(|k| k.after.map(|a| a.1)).collect();
-        let limits: Vec<i64> = keys.iter().map(|k| k.limit + 1).collect();
-        let rows: Vec<Ordered<EmailRow>> = sqlx::query_as(
-            "select k.ord, e.*
-               from unnest($1::uuid[], $2::timestamptz[], $3::uuid[], $4::bigint[])
-                    with ordinality as k(user_id, after_at, after_id, lim, ord)
-              cross join lateral (
-                    select * from emails e
-                     where e.user_id = k.user_id
-                       and (k.after_at is null or (e.generated_at, e.id) < (k.after_at, k.after_id))
-                     order by e.generated_at desc, e.id desc
-                     limit k.lim) e
-              order by k.ord, e.generated_at desc, e.id desc",
-        )
-        .bind(&users)
-        .bind(&after_at)
-        .bind(&after_id)
-        .bind(&limits)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(wrap)?;
+        let pages: Vec<UserEmailsPage> = keys
+            .iter()
+            .map(|k| UserEmailsPage {
+                user_id: k.user_id,
+                after: k.after,
+                limit: k.limit + 1,
+            })
+            .collect();
+        let rows = emails::pages_of_users(&self.pool, &pages)
+            .await
+            .map_err(Arc::new)?;
         let counted: Vec<Uuid> = keys.iter().filter(|k| k.count).map(|k| k.user_id).collect();
-        let counts: HashMap<Uuid, i64> = if counted.is_empty() {
+        let counts = if counted.is_empty() {
             HashMap::new()
         } else {
-            sqlx::query_as::<_, (Uuid, i64)>(
-                "select k.user_id, (select count(*) from emails e where e.user_id = k.user_id)
-                   from unnest($1::uuid[]) k(user_id)",
-            )
-            .bind(&counted)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(wrap)?
-            .into_iter()
-            .collect()
+            emails::counts_of_users(&self.pool, &counted)
+                .await
+                .map_err(Arc::new)?
         };
-        let mut pages: Vec<Vec<EmailRow>> = vec![Vec::new(); keys.len()];
-        for Ordered { ord, row } in rows {
-            pages[usize::try_from(ord - 1).unwrap_or(0)].push(row);
-        }
         Ok(keys
             .iter()
             .cloned()
-            .zip(pages)
+            .zip(rows)
             .map(|(k, rows)| {
                 let total = counts.get(&k.user_id).copied().unwrap_or(0);
                 (k, (rows, total))
@@ -231,55 +195,40 @@ impl Loaders {
     ///
     /// # Errors
     /// The database failed.
-    pub async fn user(&self, id: Uuid) -> ApiResult<Option<User>> {
-        let row = self.inner.load_one(id).await.map_err(internal)?;
-        Ok(row.map(User::from))
+    pub async fn user(&self, id: Uuid) -> ApiResult<Option<UserRow>> {
+        self.inner.load_one(id).await.map_err(shared)
     }
 
-    /// A page of emails.
+    /// A page of one user's emails (rows fetched: the page size plus one) and, if asked, how
+    /// many they have.
     ///
     /// # Errors
     /// The database failed.
-    pub async fn emails_page(&self, key: EmailsPageKey) -> ApiResult<EmailConnection> {
-        let limit = key.limit;
-        let (rows, total) = self
+    pub async fn emails_page(&self, key: EmailsPageKey) -> ApiResult<(Vec<EmailRow>, i64)> {
+        Ok(self
             .inner
             .load_one(key)
             .await
-            .map_err(internal)?
-            .unwrap_or_default();
-        let items = rows
-            .into_iter()
-            .map(|row| {
-                (
-                    cursor::encode(&(row.generated_at, row.id)),
-                    Email::from(row),
-                )
-            })
-            .collect();
-        Ok(EmailConnection::from_page(items, limit, total))
+            .map_err(shared)?
+            .unwrap_or_default())
     }
 
-    /// A page of one user's events.
+    /// A page of one user's events (rows fetched: the page size plus one) and, if asked, how
+    /// many they have.
     ///
     /// # Errors
-    /// The database failed or an event is unreadable.
-    pub async fn events_page(&self, key: EventsPageKey) -> ApiResult<EventConnection> {
-        let limit = key.limit;
-        let (events, total) = self
+    /// The database failed.
+    pub async fn events_page(&self, key: EventsPageKey) -> ApiResult<(Vec<log::StoredEvent>, i64)> {
+        Ok(self
             .inner
             .load_one(key)
             .await
-            .map_err(internal)?
-            .unwrap_or_default();
-        let items = events
-            .iter()
-            .map(|e| Ok((cursor::encode(&e.sequence), Event::from_stored(e)?)))
-            .collect::<ApiResult<Vec<_>>>()?;
-        Ok(EventConnection::from_page(items, limit, total))
+            .map_err(shared)?
+            .unwrap_or_default())
     }
 }
 
-fn internal(e: Arc<anyhow::Error>) -> ApiError {
-    ApiError::Internal(anyhow::anyhow!("{e:#}"))
+/// A loader's error is shared by every caller of the batch: each gets its own copy.
+fn shared(e: Arc<anyhow::Error>) -> ApiError {
+    ApiError::from_shared(&e)
 }

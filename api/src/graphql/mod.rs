@@ -8,10 +8,15 @@
 //! - [`auth`]: bearer tokens and roles.
 //! - [`errors`]: one error type, mapped to `extensions.code`.
 //! - [`cursor`]: opaque cursors and page sizes.
+//! - [`ids`]: ids in arguments, parsed at the edge.
+//!
+//! Resolvers hold no SQL: every query is a named function of the `projections` module that
+//! owns its table.
 
 pub mod auth;
 pub mod cursor;
 pub mod errors;
+pub mod ids;
 pub mod loaders;
 pub mod mutation;
 pub mod query;

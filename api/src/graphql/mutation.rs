@@ -10,12 +10,14 @@ use domain::client::{
 };
 use domain::values::{Categories, EmailAddress, Money, OrderId, Score, UserName};
 use projections::commands::{CommandMetadata, Committed};
+use projections::engagement::jobs::{self, Retry};
 use rust_decimal::Decimal;
 use uuid::Uuid;
 
 use super::auth::{Principal, Role, RoleGuard};
 use super::errors::{ApiError, ApiResult};
-use super::query::{fresh_user, job, parse_id, JobRow};
+use super::ids::parse_id;
+use super::query::fresh_user;
 use super::types::{EmailJob, User};
 use super::{ApiContext, RequestMeta};
 
@@ -98,7 +100,7 @@ async fn run(ctx: &Context<'_>, user_id: Uuid, action: ClientAction) -> ApiResul
         .users
         .wait_for(committed.position, READ_YOUR_WRITES)
         .await
-        .map_err(|e| ApiError::Internal(e.into()))?;
+        .map_err(|e| ApiError::from(anyhow::Error::new(e)))?;
     Ok(committed)
 }
 
@@ -259,33 +261,16 @@ impl Mutation {
         let api = ctx.data_unchecked::<ApiContext>();
         let id = parse_id(&id, "id")?;
         let now = api.commands.clock().now();
-        let row: Option<JobRow> = sqlx::query_as(
-            "update email_jobs
-                set status = 'PENDING', attempts = 0, next_attempt_at = $2, lease_until = null, updated_at = $2
-              where id = $1 and status in ('DEAD', 'SKIPPED')
-              returning id, user_id, status, attempts, last_error, next_attempt_at, created_at, email_id, trigger_position",
-        )
-        .bind(id)
-        .bind(now)
-        .fetch_optional(&api.pool)
-        .await
-        .map_err(|e| ApiError::Internal(e.into()))?;
-        if let Some(row) = row {
-            api.jobs_signal.notify_waiters();
-            return Ok(job(row));
-        }
-        let exists: Option<String> =
-            sqlx::query_scalar("select status from email_jobs where id = $1")
-                .bind(id)
-                .fetch_optional(&api.pool)
-                .await
-                .map_err(|e| ApiError::Internal(e.into()))?;
-        Err(match exists {
-            None => ApiError::NotFound("email job not found".into()),
-            Some(status) => ApiError::Conflict(format!(
+        match jobs::retry(&api.pool, id, now).await? {
+            Retry::Retried(row) => {
+                api.jobs_signal.notify_waiters();
+                Ok(EmailJob::from(row))
+            }
+            Retry::NotFound => Err(ApiError::NotFound("email job not found".into()).into()),
+            Retry::NotRetryable(status) => Err(ApiError::Conflict(format!(
                 "only DEAD or SKIPPED jobs can be retried; this one is {status}"
-            )),
+            ))
+            .into()),
         }
-        .into())
     }
 }

@@ -4,20 +4,21 @@ use async_graphql::{Context, Enum, InputObject, Object, ID};
 use chrono::{DateTime, Utc};
 use cqrs_es::Aggregate as _;
 use domain::client::Client;
-use sqlx::{Postgres, QueryBuilder};
+use projections::engagement::jobs;
+use projections::views::emails::{self, EmailFilter};
+use projections::views::users::{self, SortedUser, UserSort, UsersPage};
 use uuid::Uuid;
 
 use super::auth::Principal;
 use super::cursor;
 use super::errors::{ApiError, ApiResult};
+use super::ids::parse_id;
 use super::loaders::{EventsPageKey, Loaders};
 use super::types::{
     Email, EmailConnection, EmailJob, EmailJobConnection, EmailJobStatus, EmailStatus,
     EngagementSummary, EventConnection, Health, User, UserConnection, UserState, UserStatus,
 };
 use super::ApiContext;
-use projections::views::emails::EmailRow;
-use projections::views::users::UserRow;
 
 /// Which users to list.
 #[derive(InputObject, Default, Debug)]
@@ -67,98 +68,48 @@ pub struct UserOrder {
     pub direction: OrderDirection,
 }
 
-impl UserOrderField {
-    /// The sort expression (served by an index on (expression, id)) and the SQL type of its
-    /// cursor value.
-    fn sql(self) -> (&'static str, &'static str) {
-        match self {
-            Self::EngagementScore => ("engagement_score", "smallint"),
-            Self::Name => ("lower(name)", "text"),
-            Self::CreatedAt => ("created_at", "timestamptz"),
-            Self::LastOrderDate => (
-                "coalesce(last_order_date, '-infinity'::timestamptz)",
-                "timestamptz",
-            ),
+impl From<UserOrderField> for UserSort {
+    fn from(field: UserOrderField) -> Self {
+        match field {
+            UserOrderField::EngagementScore => Self::EngagementScore,
+            UserOrderField::Name => Self::Name,
+            UserOrderField::CreatedAt => Self::CreatedAt,
+            UserOrderField::LastOrderDate => Self::LastOrderDate,
         }
     }
 }
 
-/// Parses an `ID!` argument that must be a UUID.
-///
-/// # Errors
-/// `VALIDATION` naming `field`.
-pub fn parse_id(id: &ID, field: &str) -> ApiResult<Uuid> {
-    Uuid::parse_str(id.as_str()).map_err(|_| ApiError::validation(field, "not a valid id"))
-}
-
-fn push_filter(q: &mut QueryBuilder<'_, Postgres>, filter: &UserFilter) -> ApiResult<()> {
-    match filter.status {
-        Some(status) => {
-            q.push(" and status = ").push_bind(status.as_view());
-        }
-        None => {
-            q.push(" and status <> 'DELETED'");
-        }
-    }
-    if let Some(at_risk) = filter.at_risk {
-        q.push(" and at_risk = ").push_bind(at_risk);
-    }
-    for (value, field, op) in [
-        (filter.min_score, "minScore", " >= "),
-        (filter.max_score, "maxScore", " <= "),
-    ] {
-        if let Some(v) = value {
-            if !(0..=100).contains(&v) {
-                return Err(ApiError::validation(field, "must be between 0 and 100"));
-            }
-            q.push(" and engagement_score").push(op).push_bind(v);
-        }
-    }
-    if let Some(search) = filter
-        .search
-        .as_deref()
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-    {
-        if search.chars().count() > 200 {
+impl UserFilter {
+    /// The view's filter, after checking each field.
+    fn parse(self) -> ApiResult<users::UserFilter> {
+        let score = |value: Option<i32>, field: &str| -> ApiResult<Option<i16>> {
+            value
+                .map(|v| {
+                    i16::try_from(v)
+                        .ok()
+                        .filter(|v| (0..=100).contains(v))
+                        .ok_or_else(|| ApiError::validation(field, "must be between 0 and 100"))
+                })
+                .transpose()
+        };
+        let trimmed =
+            |value: Option<String>| value.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty());
+        let search = trimmed(self.search);
+        if search.as_ref().is_some_and(|s| s.chars().count() > 200) {
             return Err(ApiError::validation(
                 "search",
                 "must be at most 200 characters",
             ));
         }
-        // Served by the trigram index on (name || ' ' || email).
-        let escaped = search
-            .replace('\\', "\\\\")
-            .replace('%', "\\%")
-            .replace('_', "\\_");
-        q.push(" and (name || ' ' || email) ilike ")
-            .push_bind(format!("%{escaped}%"));
+        Ok(users::UserFilter {
+            at_risk: self.at_risk,
+            min_score: score(self.min_score, "minScore")?,
+            max_score: score(self.max_score, "maxScore")?,
+            search,
+            category: trimmed(self.category),
+            status: self.status.map(Into::into),
+        })
     }
-    if let Some(category) = filter
-        .category
-        .as_deref()
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-    {
-        q.push(" and preferred_categories @> array[")
-            .push_bind(category.to_owned())
-            .push("]::text[]");
-    }
-    Ok(())
-}
-
-fn users_from_json(rows: Vec<(serde_json::Value,)>) -> ApiResult<Vec<UserRow>> {
-    rows.into_iter()
-        .map(|(json,)| serde_json::from_value(json).map_err(|e| ApiError::Internal(e.into())))
-        .collect()
-}
-
-/// A users row with the text of its sort key (for its cursor).
-#[derive(sqlx::FromRow)]
-struct SortedUser {
-    #[sqlx(flatten)]
-    row: UserRow,
-    sort_key: String,
 }
 
 /// The query root.
@@ -169,7 +120,11 @@ impl Query {
     /// One client.
     async fn user(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<User>> {
         let id = parse_id(&id, "id")?;
-        Ok(ctx.data_unchecked::<Loaders>().user(id).await?)
+        Ok(ctx
+            .data_unchecked::<Loaders>()
+            .user(id)
+            .await?
+            .map(User::from))
     }
 
     /// Clients, filtered and ordered, a page at a time.
@@ -183,59 +138,36 @@ impl Query {
         after: Option<String>,
     ) -> async_graphql::Result<UserConnection> {
         let api = ctx.data_unchecked::<ApiContext>();
-        let filter = filter.unwrap_or_default();
+        let filter = filter.unwrap_or_default().parse()?;
         let limit = cursor::page_size(first)?;
         let order = order_by.unwrap_or(UserOrder {
             field: UserOrderField::CreatedAt,
             direction: OrderDirection::Desc,
         });
-        let (expr, sql_type) = order.field.sql();
-        let (cmp, dir) = match order.direction {
-            OrderDirection::Asc => (">", "asc"),
-            OrderDirection::Desc => ("<", "desc"),
+        let page = UsersPage {
+            filter,
+            sort: order.field.into(),
+            descending: order.direction == OrderDirection::Desc,
+            after: after.as_deref().map(cursor::decode).transpose()?,
+            limit: limit + 1,
         };
-
-        let mut q = QueryBuilder::<Postgres>::new(format!(
-            "select u.*, ({expr})::text as sort_key from users u where true"
-        ));
-        push_filter(&mut q, &filter)?;
-        if let Some(after) = after.as_deref() {
-            let (value, id): (String, Uuid) = cursor::decode(after)?;
-            q.push(format!(" and (({expr}), id) {cmp} (cast("))
-                .push_bind(value)
-                .push(format!(" as {sql_type}), "))
-                .push_bind(id)
-                .push(")");
-        }
-        // The limit is written into the SQL, not bound: with `limit $n` a prepared statement's
-        // generic plan cannot know the page is small and sorts the whole table.
-        q.push(format!(
-            " order by {expr} {dir}, id {dir} limit {}",
-            limit + 1
-        ));
-        let rows: Vec<SortedUser> = q
-            .build_query_as()
-            .fetch_all(&api.pool)
+        let rows = users::page(&api.pool, &page)
             .await
-            .map_err(|e| ApiError::Internal(e.into()))?;
-
+            .map_err(ApiError::from)?;
         // Counting costs a scan: only when asked for.
-        let total: i64 = if ctx.look_ahead().field("totalCount").exists() {
-            let mut count = QueryBuilder::<Postgres>::new("select count(*) from users where true");
-            push_filter(&mut count, &filter)?;
-            count
-                .build_query_scalar()
-                .fetch_one(&api.pool)
+        let total = if ctx.look_ahead().field("totalCount").exists() {
+            users::count(&api.pool, &page.filter)
                 .await
-                .map_err(|e| ApiError::Internal(e.into()))?
+                .map_err(ApiError::from)?
         } else {
             0
         };
-
-        let mut items = Vec::with_capacity(rows.len());
-        for SortedUser { row, sort_key } in rows {
-            items.push((cursor::encode(&(sort_key, row.id)), User::from(row)));
-        }
+        let items = rows
+            .into_iter()
+            .map(|SortedUser { row, sort_key }| {
+                (cursor::encode(&(sort_key, row.id)), User::from(row))
+            })
+            .collect();
         Ok(UserConnection::from_page(items, limit, total))
     }
 
@@ -243,16 +175,8 @@ impl Query {
     async fn email(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<Email>> {
         let id = parse_id(&id, "id")?;
         let api = ctx.data_unchecked::<ApiContext>();
-        let row: Option<(serde_json::Value,)> =
-            sqlx::query_as("select to_jsonb(e) from emails e where id = $1")
-                .bind(id)
-                .fetch_optional(&api.pool)
-                .await
-                .map_err(|e| ApiError::Internal(e.into()))?;
-        Ok(row
-            .map(|(json,)| serde_json::from_value::<EmailRow>(json).map(Email::from))
-            .transpose()
-            .map_err(|e| ApiError::Internal(e.into()))?)
+        let row = emails::load(&api.pool, id).await.map_err(ApiError::from)?;
+        Ok(row.map(Email::from))
     }
 
     /// Emails, newest first, optionally of one client or in one status.
@@ -266,55 +190,23 @@ impl Query {
         after: Option<String>,
     ) -> async_graphql::Result<EmailConnection> {
         let api = ctx.data_unchecked::<ApiContext>();
-        let user_id = user_id
-            .as_ref()
-            .map(|id| parse_id(id, "userId"))
-            .transpose()?;
-        let limit = cursor::page_size(first)?;
-        let push_where = |q: &mut QueryBuilder<'_, Postgres>| {
-            if let Some(user_id) = user_id {
-                q.push(" and user_id = ").push_bind(user_id);
-            }
-            if let Some(status) = status {
-                q.push(" and status = ").push_bind(status.as_view());
-            }
+        let filter = EmailFilter {
+            user_id: user_id
+                .as_ref()
+                .map(|id| parse_id(id, "userId"))
+                .transpose()?,
+            status: status.map(Into::into),
         };
-        let mut q = QueryBuilder::<Postgres>::new("select to_jsonb(e) from emails e where true");
-        push_where(&mut q);
-        if let Some(after) = after.as_deref() {
-            let (at, id): (DateTime<Utc>, Uuid) = cursor::decode(after)?;
-            q.push(" and (generated_at, id) < (")
-                .push_bind(at)
-                .push(", ")
-                .push_bind(id)
-                .push(")");
-        }
-        q.push(format!(
-            " order by generated_at desc, id desc limit {}",
-            limit + 1
-        ));
-        let rows: Vec<(serde_json::Value,)> = q
-            .build_query_as()
-            .fetch_all(&api.pool)
+        let limit = cursor::page_size(first)?;
+        let after: Option<(DateTime<Utc>, Uuid)> =
+            after.as_deref().map(cursor::decode).transpose()?;
+        let rows = emails::page(&api.pool, filter, after, limit + 1)
             .await
-            .map_err(|e| ApiError::Internal(e.into()))?;
-        let mut count = QueryBuilder::<Postgres>::new("select count(*) from emails where true");
-        push_where(&mut count);
-        let total: i64 = count
-            .build_query_scalar()
-            .fetch_one(&api.pool)
+            .map_err(ApiError::from)?;
+        let total = emails::count(&api.pool, filter)
             .await
-            .map_err(|e| ApiError::Internal(e.into()))?;
-        let mut items = Vec::with_capacity(rows.len());
-        for (json,) in rows {
-            let row: EmailRow =
-                serde_json::from_value(json).map_err(|e| ApiError::Internal(e.into()))?;
-            items.push((
-                cursor::encode(&(row.generated_at, row.id)),
-                Email::from(row),
-            ));
-        }
-        Ok(EmailConnection::from_page(items, limit, total))
+            .map_err(ApiError::from)?;
+        Ok(EmailConnection::of_rows(rows, limit, total))
     }
 
     /// Every event of one client, oldest first: the audit trail.
@@ -333,7 +225,7 @@ impl Query {
             after.as_deref(),
             count,
         )?;
-        Ok(ctx.data_unchecked::<Loaders>().events_page(key).await?)
+        EventConnection::of_page(ctx, key).await
     }
 
     /// The user as it stood at a moment (`at`, by the time each event happened) or after a
@@ -360,7 +252,7 @@ impl Query {
         }
         let events = projections::log::read_stream(&api.pool, id)
             .await
-            .map_err(ApiError::Internal)?;
+            .map_err(ApiError::from)?;
         if events.is_empty() {
             return Ok(None);
         }
@@ -377,7 +269,7 @@ impl Query {
         let mut reached = 0;
         let mut last_time = None;
         for stored in &events {
-            let event = stored.event().map_err(ApiError::Internal)?;
+            let event = stored.event().map_err(ApiError::from)?;
             let happened = event.occurred_at();
             let include = match (at, version) {
                 (Some(at), _) => happened <= at,
@@ -405,39 +297,17 @@ impl Query {
         ctx: &Context<'_>,
     ) -> async_graphql::Result<EngagementSummary> {
         let api = ctx.data_unchecked::<ApiContext>();
-        let (users, at_risk, average): (i64, i64, Option<f64>) = sqlx::query_as(
-            "select count(*), count(*) filter (where at_risk), avg(engagement_score)::float8
-               from users where status <> 'DELETED'",
-        )
-        .fetch_one(&api.pool)
-        .await
-        .map_err(|e| ApiError::Internal(e.into()))?;
-        let buckets: Vec<(i32, i64)> = sqlx::query_as(
-            "select least(engagement_score / 10, 9)::int, count(*)
-               from users where status <> 'DELETED' group by 1",
-        )
-        .fetch_all(&api.pool)
-        .await
-        .map_err(|e| ApiError::Internal(e.into()))?;
-        let emails: i64 = sqlx::query_scalar("select count(*) from emails")
-            .fetch_one(&api.pool)
+        let summary = users::summary(&api.pool).await.map_err(ApiError::from)?;
+        let emails = emails::count(&api.pool, EmailFilter::default())
             .await
-            .map_err(|e| ApiError::Internal(e.into()))?;
-        let mut histogram = vec![0; 10];
-        for (bucket, n) in buckets {
-            if let Some(slot) = usize::try_from(bucket)
-                .ok()
-                .and_then(|b| histogram.get_mut(b))
-            {
-                *slot = i32::try_from(n).unwrap_or(i32::MAX);
-            }
-        }
+            .map_err(ApiError::from)?;
+        let int = |n: i64| i32::try_from(n).unwrap_or(i32::MAX);
         Ok(EngagementSummary {
-            users: i32::try_from(users).unwrap_or(i32::MAX),
-            at_risk: i32::try_from(at_risk).unwrap_or(i32::MAX),
-            average_score: average.unwrap_or(0.0),
-            emails: i32::try_from(emails).unwrap_or(i32::MAX),
-            score_histogram: histogram,
+            users: int(summary.users),
+            at_risk: int(summary.at_risk),
+            average_score: summary.average_score,
+            emails: int(emails),
+            score_histogram: summary.histogram.iter().copied().map(int).collect(),
         })
     }
 
@@ -452,41 +322,23 @@ impl Query {
     ) -> async_graphql::Result<EmailJobConnection> {
         let api = ctx.data_unchecked::<ApiContext>();
         let limit = cursor::page_size(first)?;
-        let mut q = QueryBuilder::<Postgres>::new(
-            "select id, user_id, status, attempts, last_error, next_attempt_at, created_at, email_id, trigger_position
-               from email_jobs where true",
-        );
-        if let Some(status) = status {
-            q.push(" and status = ").push_bind(status.as_db());
-        }
-        if let Some(after) = after.as_deref() {
-            let (at, id): (DateTime<Utc>, Uuid) = cursor::decode(after)?;
-            q.push(" and (created_at, id) < (")
-                .push_bind(at)
-                .push(", ")
-                .push_bind(id)
-                .push(")");
-        }
-        q.push(format!(
-            " order by created_at desc, id desc limit {}",
-            limit + 1
-        ));
-        let rows: Vec<JobRow> = q
-            .build_query_as()
-            .fetch_all(&api.pool)
+        let status = status.map(Into::into);
+        let after: Option<(DateTime<Utc>, Uuid)> =
+            after.as_deref().map(cursor::decode).transpose()?;
+        let rows = jobs::page(&api.pool, status, after, limit + 1)
             .await
-            .map_err(|e| ApiError::Internal(e.into()))?;
-        let total: i64 = match status {
-            Some(s) => sqlx::query_scalar("select count(*) from email_jobs where status = $1")
-                .bind(s.as_db()),
-            None => sqlx::query_scalar("select count(*) from email_jobs"),
-        }
-        .fetch_one(&api.pool)
-        .await
-        .map_err(|e| ApiError::Internal(e.into()))?;
+            .map_err(ApiError::from)?;
+        let total = jobs::count(&api.pool, status)
+            .await
+            .map_err(ApiError::from)?;
         let items = rows
             .into_iter()
-            .map(|r| (cursor::encode(&(r.6, r.0)), job(r)))
+            .map(|row| {
+                (
+                    cursor::encode(&(row.created_at, row.id)),
+                    EmailJob::from(row),
+                )
+            })
             .collect();
         Ok(EmailJobConnection::from_page(items, limit, total))
     }
@@ -502,7 +354,7 @@ impl Query {
     /// The service's health.
     async fn health(&self, ctx: &Context<'_>) -> async_graphql::Result<Health> {
         let api = ctx.data_unchecked::<ApiContext>();
-        let report = crate::http::health::report(&api.pool, api.email_writer.as_ref()).await;
+        let report = crate::health::report(&api.pool, api.email_writer.as_ref()).await;
         Ok(Health {
             status: report.status.to_owned(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -513,50 +365,14 @@ impl Query {
     }
 }
 
-/// A row of `email_jobs` as the API reads it.
-pub type JobRow = (
-    Uuid,
-    Uuid,
-    String,
-    i32,
-    Option<String>,
-    DateTime<Utc>,
-    DateTime<Utc>,
-    Option<Uuid>,
-    i64,
-);
-
-/// The API's view of a job row.
-pub fn job(r: JobRow) -> EmailJob {
-    let status = EmailJobStatus::from_db(&r.2);
-    EmailJob {
-        id: ID(r.0.to_string()),
-        user_id: ID(r.1.to_string()),
-        status,
-        attempts: r.3,
-        last_error: r.4,
-        next_attempt_at: matches!(status, EmailJobStatus::Pending | EmailJobStatus::Running)
-            .then_some(r.5),
-        created_at: r.6,
-        email_id: r.7.map(|id| ID(id.to_string())),
-        trigger_position: r.8,
-    }
-}
-
-/// Loads users by id, for mutations that must read their own fresh write (not the request's
-/// loader cache).
+/// Reads a user from the view, for mutations that must read their own fresh write (not the
+/// request's loader cache).
 ///
 /// # Errors
-/// The database failed.
+/// `NOT_FOUND`, or the database failed.
 pub async fn fresh_user(pool: &sqlx::PgPool, id: Uuid) -> ApiResult<User> {
-    let rows: Vec<(serde_json::Value,)> =
-        sqlx::query_as("select to_jsonb(u) from users u where id = $1")
-            .bind(id)
-            .fetch_all(pool)
-            .await
-            .map_err(|e| ApiError::Internal(e.into()))?;
-    users_from_json(rows)?
-        .pop()
+    users::load_user(pool, id)
+        .await?
         .map(User::from)
         .ok_or_else(|| ApiError::NotFound("user not found".into()))
 }

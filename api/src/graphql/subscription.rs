@@ -8,7 +8,7 @@ use projections::log::StoredEvent;
 use tokio::sync::broadcast::error::RecvError;
 
 use super::errors::ApiError;
-use super::query::parse_id;
+use super::ids::parse_id;
 use super::types::Event;
 use super::ApiContext;
 

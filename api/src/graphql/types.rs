@@ -5,8 +5,10 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde_json::Value;
 
+use super::cursor;
 use super::errors::ApiResult;
 use super::loaders::{EmailsPageKey, EventsPageKey, Loaders};
+use projections::engagement::jobs::JobRow;
 use projections::log::StoredEvent;
 use projections::views::emails::EmailRow;
 use projections::views::users::UserRow;
@@ -18,6 +20,7 @@ pub fn money(cents: i64) -> Decimal {
 
 /// A client's status.
 #[derive(Enum, Copy, Clone, Debug, PartialEq, Eq)]
+#[graphql(remote = "domain::client::ClientStatus")]
 pub enum UserStatus {
     /// Receiving emails.
     Active,
@@ -27,27 +30,9 @@ pub enum UserStatus {
     Deleted,
 }
 
-impl UserStatus {
-    fn from_view(s: &str) -> Self {
-        match s {
-            "UNSUBSCRIBED" => Self::Unsubscribed,
-            "DELETED" => Self::Deleted,
-            _ => Self::Active,
-        }
-    }
-
-    /// The view's spelling.
-    pub fn as_view(self) -> &'static str {
-        match self {
-            Self::Active => "ACTIVE",
-            Self::Unsubscribed => "UNSUBSCRIBED",
-            Self::Deleted => "DELETED",
-        }
-    }
-}
-
 /// An email's delivery status.
 #[derive(Enum, Copy, Clone, Debug, PartialEq, Eq)]
+#[graphql(remote = "domain::client::EmailStatus")]
 pub enum EmailStatus {
     /// Written, not yet released for delivery.
     Generated,
@@ -55,25 +40,6 @@ pub enum EmailStatus {
     WouldSend,
     /// Delivered.
     Sent,
-}
-
-impl EmailStatus {
-    fn from_view(s: &str) -> Self {
-        match s {
-            "WOULD_SEND" => Self::WouldSend,
-            "SENT" => Self::Sent,
-            _ => Self::Generated,
-        }
-    }
-
-    /// The view's spelling.
-    pub fn as_view(self) -> &'static str {
-        match self {
-            Self::Generated => "GENERATED",
-            Self::WouldSend => "WOULD_SEND",
-            Self::Sent => "SENT",
-        }
-    }
 }
 
 /// One reason behind a score.
@@ -115,10 +81,9 @@ fn breakdown(row: &UserRow) -> ScoreBreakdown {
     }
 }
 
-/// A client, from the users read model.
+/// The fields a client has both now (`User`) and as they stood at a moment (`UserState`).
 #[derive(SimpleObject, Clone, Debug)]
-#[graphql(complex)]
-pub struct User {
+pub struct ClientFields {
     /// Id.
     pub id: ID,
     /// Name.
@@ -139,47 +104,54 @@ pub struct User {
     pub engagement_score: i32,
     /// In the at-risk band.
     pub at_risk: bool,
-    /// The score's reasons.
-    pub score_breakdown: ScoreBreakdown,
     /// Last email written to the client.
     pub last_email_date: Option<DateTime<Utc>>,
     /// Status.
     pub status: UserStatus,
+}
+
+/// A client, from the users read model.
+#[derive(SimpleObject, Clone, Debug)]
+#[graphql(complex)]
+pub struct User {
+    /// The client's own fields.
+    #[graphql(flatten)]
+    pub fields: ClientFields,
+    /// The score's reasons.
+    pub score_breakdown: ScoreBreakdown,
     /// Created.
     pub created_at: DateTime<Utc>,
     /// Last change.
     pub updated_at: DateTime<Utc>,
     /// The aggregate version (sequence of its last event) this view reflects.
     pub version: i32,
+    #[graphql(skip)]
+    uuid: uuid::Uuid,
 }
 
 impl From<UserRow> for User {
     fn from(row: UserRow) -> Self {
         Self {
-            id: ID(row.id.to_string()),
+            uuid: row.id,
             score_breakdown: breakdown(&row),
-            name: row.name,
-            email: row.email,
-            preferred_categories: row.preferred_categories,
-            order_count: row.order_count,
-            average_order_value: money(row.average_order_value_cents),
-            total_spent: money(row.total_spent_cents),
-            last_order_date: row.last_order_date,
-            engagement_score: i32::from(row.engagement_score),
-            at_risk: row.at_risk,
-            last_email_date: row.last_email_date,
-            status: UserStatus::from_view(&row.status),
             created_at: row.created_at,
             updated_at: row.updated_at,
             version: i32::try_from(row.version).unwrap_or(i32::MAX),
+            fields: ClientFields {
+                id: ID(row.id.to_string()),
+                name: row.name,
+                email: row.email,
+                preferred_categories: row.preferred_categories,
+                order_count: row.order_count,
+                average_order_value: money(row.average_order_value_cents),
+                total_spent: money(row.total_spent_cents),
+                last_order_date: row.last_order_date,
+                engagement_score: i32::from(row.engagement_score),
+                at_risk: row.at_risk,
+                last_email_date: row.last_email_date,
+                status: row.status.into(),
+            },
         }
-    }
-}
-
-impl User {
-    fn uuid(&self) -> uuid::Uuid {
-        // Built from a UserRow's uuid.
-        self.id.parse().unwrap_or_default()
     }
 }
 
@@ -196,8 +168,10 @@ impl User {
         after: Option<String>,
     ) -> async_graphql::Result<EmailConnection> {
         let count = ctx.look_ahead().field("totalCount").exists();
-        let key = EmailsPageKey::new(self.uuid(), first, after.as_deref(), count)?;
-        Ok(ctx.data_unchecked::<Loaders>().emails_page(key).await?)
+        let key = EmailsPageKey::new(self.uuid, first, after.as_deref(), count)?;
+        let limit = key.limit;
+        let (rows, total) = ctx.data_unchecked::<Loaders>().emails_page(key).await?;
+        Ok(EmailConnection::of_rows(rows, limit, total))
     }
 
     /// The client's events, oldest first.
@@ -211,8 +185,8 @@ impl User {
         after: Option<String>,
     ) -> async_graphql::Result<EventConnection> {
         let count = ctx.look_ahead().field("totalCount").exists();
-        let key = EventsPageKey::new(self.uuid(), first, after.as_deref(), count)?;
-        Ok(ctx.data_unchecked::<Loaders>().events_page(key).await?)
+        let key = EventsPageKey::new(self.uuid, first, after.as_deref(), count)?;
+        EventConnection::of_page(ctx, key).await
     }
 }
 
@@ -251,7 +225,7 @@ impl From<EmailRow> for Email {
             preheader: row.preheader,
             html: row.html,
             text: row.text,
-            status: EmailStatus::from_view(&row.status),
+            status: row.status.into(),
             generated_at: row.generated_at,
             engagement_score_at_time: i32::from(row.engagement_score_at_time),
             generator: row.generator,
@@ -266,7 +240,11 @@ impl Email {
         let Ok(id) = self.user_id.parse() else {
             return Ok(None);
         };
-        Ok(ctx.data_unchecked::<Loaders>().user(id).await?)
+        Ok(ctx
+            .data_unchecked::<Loaders>()
+            .user(id)
+            .await?
+            .map(User::from))
     }
 }
 
@@ -325,32 +303,11 @@ fn untagged(event_type: &str, payload: Value) -> Value {
 /// A client as they stood at a moment or version, replayed from the log.
 #[derive(SimpleObject, Clone, Debug)]
 pub struct UserState {
-    /// Id.
-    pub id: ID,
-    /// Name.
-    pub name: String,
-    /// Email.
-    pub email: String,
-    /// Preferred categories.
-    pub preferred_categories: Vec<String>,
-    /// Orders.
-    pub order_count: i32,
-    /// Mean order value.
-    pub average_order_value: Decimal,
-    /// Sum of orders.
-    pub total_spent: Decimal,
-    /// Last order.
-    pub last_order_date: Option<DateTime<Utc>>,
-    /// Score.
-    pub engagement_score: i32,
-    /// At-risk band.
-    pub at_risk: bool,
+    /// The client's own fields, as they stood.
+    #[graphql(flatten)]
+    pub fields: ClientFields,
     /// The score's reasons.
     pub score_breakdown: Option<ScoreBreakdown>,
-    /// Last email.
-    pub last_email_date: Option<DateTime<Utc>>,
-    /// Status.
-    pub status: UserStatus,
     /// Created.
     pub created_at: Option<DateTime<Utc>>,
     /// Last change.
@@ -368,19 +325,26 @@ impl UserState {
         version: i64,
         as_of: DateTime<Utc>,
     ) -> Self {
-        use domain::client::Lifecycle;
         let score = client.score();
+        let orders = client.orders();
         Self {
-            id: ID(client.id().map(|i| i.to_string()).unwrap_or_default()),
-            name: client.name().to_owned(),
-            email: client.email().to_owned(),
-            preferred_categories: client.preferred_categories().to_vec(),
-            order_count: i32::try_from(client.orders().order_count).unwrap_or(i32::MAX),
-            average_order_value: money(client.orders().average_order_value_cents),
-            total_spent: money(client.orders().total_spent_cents),
-            last_order_date: client.orders().last_order_at,
-            engagement_score: score.map_or(0, |s| i32::from(s.score)),
-            at_risk: client.is_at_risk(),
+            fields: ClientFields {
+                id: ID(client.id().map(|i| i.to_string()).unwrap_or_default()),
+                name: client.name().to_owned(),
+                email: client.email().to_owned(),
+                preferred_categories: client.preferred_categories().to_vec(),
+                order_count: i32::try_from(orders.order_count).unwrap_or(i32::MAX),
+                average_order_value: money(orders.average_order_value_cents),
+                total_spent: money(orders.total_spent_cents),
+                last_order_date: orders.last_order_at,
+                engagement_score: score.map_or(0, |s| i32::from(s.score)),
+                at_risk: client.is_at_risk(),
+                last_email_date: client.last_email_at(),
+                // A replay that reached the creation always has a status.
+                status: domain::client::ClientStatus::of(client.lifecycle())
+                    .unwrap_or(domain::client::ClientStatus::Active)
+                    .into(),
+            },
             score_breakdown: score.map(|s| ScoreBreakdown {
                 policy: s.policy.clone(),
                 score: i32::from(s.score),
@@ -397,12 +361,6 @@ impl UserState {
                 as_of: s.as_of,
                 next_change_at: s.next_change_at,
             }),
-            last_email_date: client.last_email_at(),
-            status: match client.lifecycle() {
-                Lifecycle::Unsubscribed => UserStatus::Unsubscribed,
-                Lifecycle::Deleted => UserStatus::Deleted,
-                Lifecycle::New | Lifecycle::Active => UserStatus::Active,
-            },
             created_at: client.created_at(),
             updated_at: client.updated_at(),
             as_of,
@@ -436,6 +394,7 @@ pub struct EmailJob {
 
 /// Where an email job stands.
 #[derive(Enum, Copy, Clone, Debug, PartialEq, Eq)]
+#[graphql(remote = "projections::engagement::jobs::JobStatus")]
 pub enum EmailJobStatus {
     /// Waiting to run.
     Pending,
@@ -445,30 +404,22 @@ pub enum EmailJobStatus {
     Done,
     /// Failed on every attempt; retry from here.
     Dead,
-    /// The client was no longer eligible.
+    /// The client no longer needed the email (recovered, opted out, deleted, in cooldown).
     Skipped,
 }
 
-impl EmailJobStatus {
-    /// The table's spelling.
-    pub fn as_db(self) -> &'static str {
-        match self {
-            Self::Pending => "PENDING",
-            Self::Running => "RUNNING",
-            Self::Done => "DONE",
-            Self::Dead => "DEAD",
-            Self::Skipped => "SKIPPED",
-        }
-    }
-
-    /// From the table's spelling.
-    pub fn from_db(s: &str) -> Self {
-        match s {
-            "RUNNING" => Self::Running,
-            "DONE" => Self::Done,
-            "DEAD" => Self::Dead,
-            "SKIPPED" => Self::Skipped,
-            _ => Self::Pending,
+impl From<JobRow> for EmailJob {
+    fn from(r: JobRow) -> Self {
+        Self {
+            id: ID(r.id.to_string()),
+            user_id: ID(r.user_id.to_string()),
+            status: r.status.into(),
+            attempts: r.attempts,
+            last_error: r.last_error,
+            next_attempt_at: r.status.open().then_some(r.next_attempt_at),
+            created_at: r.created_at,
+            email_id: r.email_id.map(|id| ID(id.to_string())),
+            trigger_position: r.trigger_position,
         }
     }
 }
@@ -567,3 +518,36 @@ connection!(User, UserConnection, UserEdge);
 connection!(Email, EmailConnection, EmailEdge);
 connection!(Event, EventConnection, EventEdge);
 connection!(EmailJob, EmailJobConnection, EmailJobEdge);
+
+impl EmailConnection {
+    /// A page of emails, newest first (cursors by `(generated_at, id)`).
+    pub fn of_rows(rows: Vec<EmailRow>, limit: i64, total: i64) -> Self {
+        let items = rows
+            .into_iter()
+            .map(|row| {
+                (
+                    cursor::encode(&(row.generated_at, row.id)),
+                    Email::from(row),
+                )
+            })
+            .collect();
+        Self::from_page(items, limit, total)
+    }
+}
+
+impl EventConnection {
+    /// A page of one client's events, oldest first (cursors by sequence), through the
+    /// request's loader.
+    ///
+    /// # Errors
+    /// The database failed or an event is unreadable.
+    pub async fn of_page(ctx: &Context<'_>, key: EventsPageKey) -> async_graphql::Result<Self> {
+        let limit = key.limit;
+        let (events, total) = ctx.data_unchecked::<Loaders>().events_page(key).await?;
+        let items = events
+            .iter()
+            .map(|e| Ok((cursor::encode(&e.sequence), Event::from_stored(e)?)))
+            .collect::<ApiResult<Vec<_>>>()?;
+        Ok(Self::from_page(items, limit, total))
+    }
+}

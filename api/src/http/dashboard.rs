@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 
-use crate::app::AppState;
+use super::AppState;
 
 macro_rules! files {
     ($($path:literal),* $(,)?) => {

@@ -23,7 +23,7 @@ use futures::{SinkExt as _, StreamExt as _};
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::app::AppState;
+use super::AppState;
 use crate::graphql::auth::Principal;
 use crate::graphql::errors::ApiError;
 use crate::graphql::loaders::Loaders;

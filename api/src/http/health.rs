@@ -8,9 +8,8 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
-use sqlx::PgPool;
 
-use crate::app::AppState;
+use super::AppState;
 
 /// `/healthz`, `/readyz` and `/api/health`.
 pub fn router() -> Router<AppState> {
@@ -18,55 +17,6 @@ pub fn router() -> Router<AppState> {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/api/health", get(api_health))
-}
-
-/// What the health report says.
-#[derive(Debug, Clone)]
-pub struct Report {
-    /// `ok` or `degraded`.
-    pub status: &'static str,
-    /// `up` or `down`.
-    pub database: &'static str,
-    /// The email writer and its state.
-    pub email_writer: String,
-    /// Events the slowest consumer is behind the log (-1 when unknown).
-    pub projection_lag: i64,
-    /// Lag per consumer.
-    pub consumers: Vec<(String, i64)>,
-}
-
-/// Builds the report: the database answers within a second, and how far consumers are behind.
-pub async fn report(pool: &PgPool, email_writer: &(dyn Fn() -> String + Send + Sync)) -> Report {
-    let ping = sqlx::query_scalar::<_, i32>("select 1").fetch_one(pool);
-    let database_up = matches!(
-        tokio::time::timeout(Duration::from_secs(1), ping).await,
-        Ok(Ok(_))
-    );
-    let consumers = if database_up {
-        match tokio::time::timeout(
-            Duration::from_secs(2),
-            projections::log::consumer::lag(pool),
-        )
-        .await
-        {
-            Ok(Ok(lag)) => lag,
-            _ => Vec::new(),
-        }
-    } else {
-        Vec::new()
-    };
-    let projection_lag = consumers
-        .iter()
-        .map(|(_, lag)| *lag)
-        .max()
-        .unwrap_or(if database_up { 0 } else { -1 });
-    Report {
-        status: if database_up { "ok" } else { "degraded" },
-        database: if database_up { "up" } else { "down" },
-        email_writer: email_writer(),
-        projection_lag,
-        consumers,
-    }
 }
 
 /// The process is up and serving.
@@ -77,7 +27,7 @@ async fn healthz() -> Json<serde_json::Value> {
 /// The process can do its work: the database answers within a second.
 #[tracing::instrument(skip_all)]
 async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<serde_json::Value>) {
-    let ping = sqlx::query_scalar::<_, i32>("select 1").fetch_one(&state.pool);
+    let ping = projections::db::ping(&state.pool);
     match tokio::time::timeout(Duration::from_secs(1), ping).await {
         Ok(Ok(_)) => (
             StatusCode::OK,
@@ -103,7 +53,7 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<serde_json::
 /// The seed's health shape: status, version, timestamp, dependencies; plus projection lag.
 #[tracing::instrument(skip_all)]
 async fn api_health(State(state): State<AppState>) -> (StatusCode, Json<serde_json::Value>) {
-    let report = report(&state.pool, state.email_writer.as_ref()).await;
+    let report = crate::health::report(&state.pool, state.email_writer.as_ref()).await;
     let code = if report.database == "up" {
         StatusCode::OK
     } else {

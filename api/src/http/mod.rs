@@ -1,4 +1,4 @@
-//! HTTP routes; each module exports its own `router()`.
+//! HTTP routes; each module exports its own `router()` over the [`AppState`] defined here.
 
 pub mod dashboard;
 pub mod graphql;
@@ -6,3 +6,43 @@ pub mod health;
 pub mod playground;
 pub mod rate_limit;
 pub mod response_cache;
+
+use std::sync::Arc;
+
+use projections::commands::CommandBus;
+use projections::runtime::ReadModels;
+use sqlx::PgPool;
+
+use crate::graphql::auth::TokenStore;
+use crate::graphql::ApiSchema;
+use rate_limit::RateLimiter;
+use response_cache::ResponseCache;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    /// The database.
+    pub pool: PgPool,
+    /// The command path.
+    pub commands: CommandBus,
+    /// The running read models (wait on them for read-your-writes).
+    pub read_models: ReadModels,
+    /// The GraphQL schema.
+    pub schema: ApiSchema,
+    /// Accepted bearer tokens.
+    pub tokens: Arc<TokenStore>,
+    /// The email writer, as health reports it.
+    pub email_writer: Arc<dyn Fn() -> String + Send + Sync>,
+    /// Requests per token (none: unlimited).
+    pub rate_limiter: Option<Arc<RateLimiter>>,
+    /// Answers to view reads, kept until the views move (none: off).
+    pub response_cache: Option<Arc<ResponseCache>>,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("commands", &self.commands)
+            .finish_non_exhaustive()
+    }
+}

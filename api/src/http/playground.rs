@@ -7,7 +7,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 
-use crate::app::AppState;
+use super::AppState;
 
 macro_rules! asset {
     ($path:literal) => {

@@ -5,7 +5,7 @@
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use domain::client::UnknownStatus;
-use sqlx::{PgConnection, PgExecutor};
+use sqlx::{PgConnection, PgExecutor, Postgres, QueryBuilder};
 use uuid::Uuid;
 
 /// Where an email job stands.
@@ -282,21 +282,25 @@ pub async fn page<'e>(
     after: Option<(DateTime<Utc>, Uuid)>,
     limit: i64,
 ) -> anyhow::Result<Vec<JobRow>> {
-    // The limit is written into the SQL, not bound: with `limit $n` a prepared statement's
-    // generic plan cannot know the page is small.
-    sqlx::query_as(&format!(
-        "select {JOB_COLUMNS} from email_jobs
-          where ($1::text is null or status = $1)
-            and ($2::timestamptz is null or (created_at, id) < ($2, $3))
-          order by created_at desc, id desc
-          limit {limit}"
-    ))
-    .bind(status.map(JobStatus::as_str))
-    .bind(after.map(|a| a.0))
-    .bind(after.map(|a| a.1))
-    .fetch_all(executor)
-    .await
-    .context("listing email jobs")
+    let mut q =
+        QueryBuilder::<Postgres>::new(format!("select {JOB_COLUMNS} from email_jobs where true"));
+    // Conditions only when present, so the status index serves the filtered list.
+    if let Some(status) = status {
+        q.push(" and status = ").push_bind(status.as_str());
+    }
+    if let Some((at, id)) = after {
+        q.push(" and (created_at, id) < (")
+            .push_bind(at)
+            .push(", ")
+            .push_bind(id)
+            .push(")");
+    }
+    // The limit is written into the SQL, not bound, so the plan knows the page is small.
+    q.push(format!(" order by created_at desc, id desc limit {limit}"));
+    q.build_query_as()
+        .fetch_all(executor)
+        .await
+        .context("listing email jobs")
 }
 
 /// How many jobs there are, optionally in one status.
@@ -307,8 +311,11 @@ pub async fn count<'e>(
     executor: impl PgExecutor<'e>,
     status: Option<JobStatus>,
 ) -> anyhow::Result<i64> {
-    sqlx::query_scalar("select count(*) from email_jobs where $1::text is null or status = $1")
-        .bind(status.map(JobStatus::as_str))
+    let mut q = QueryBuilder::<Postgres>::new("select count(*) from email_jobs where true");
+    if let Some(status) = status {
+        q.push(" and status = ").push_bind(status.as_str());
+    }
+    q.build_query_scalar()
         .fetch_one(executor)
         .await
         .context("counting email jobs")

@@ -3,14 +3,17 @@
 //! A batch is applied in two statements whatever its size: the rows of the clients it touches
 //! are loaded, the events are folded into them in memory (copying the values the events
 //! carry; no business rule is recomputed here), and the results are upserted in one statement.
+//!
+//! Every query of the `users` table lives here too: one row, rows by id, a filtered and ordered
+//! page, counts and the overview's summary.
 
 use std::collections::HashMap;
 
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
-use domain::client::{ClientEvent, OrderSummary};
+use domain::client::{ClientEvent, ClientStatus, OrderSummary};
 use serde::{Deserialize, Serialize};
-use sqlx::PgConnection;
+use sqlx::{PgConnection, PgExecutor, Postgres, QueryBuilder};
 use uuid::Uuid;
 
 use crate::log::consumer::Projection;
@@ -55,8 +58,9 @@ pub struct UserRow {
     pub next_score_change_at: Option<DateTime<Utc>>,
     /// Last email written.
     pub last_email_date: Option<DateTime<Utc>>,
-    /// `ACTIVE`, `UNSUBSCRIBED`, `DELETED`.
-    pub status: String,
+    /// Where the client stands.
+    #[sqlx(try_from = "String")]
+    pub status: ClientStatus,
     /// Created.
     pub created_at: DateTime<Utc>,
     /// Last event's time.
@@ -86,7 +90,7 @@ impl UserRow {
             score_as_of: None,
             next_score_change_at: None,
             last_email_date: None,
-            status: "ACTIVE".into(),
+            status: ClientStatus::Active,
             created_at: e.created_at,
             updated_at: e.created_at,
             version,
@@ -132,8 +136,8 @@ impl UserRow {
                         .map_or(e.generated_at, |t| t.max(e.generated_at)),
                 );
             }
-            ClientEvent::UserUnsubscribed(_) => "UNSUBSCRIBED".clone_into(&mut self.status),
-            ClientEvent::UserDeleted(_) => "DELETED".clone_into(&mut self.status),
+            ClientEvent::UserUnsubscribed(_) => self.status = ClientStatus::Unsubscribed,
+            ClientEvent::UserDeleted(_) => self.status = ClientStatus::Deleted,
         }
         self.updated_at = event.occurred_at();
         self.version = version;
@@ -251,14 +255,261 @@ impl Projection for UsersView {
 /// Loads one user row.
 ///
 /// # Errors
+/// The database failed or the row is unreadable.
+pub async fn load_user<'e>(
+    executor: impl PgExecutor<'e>,
+    id: Uuid,
+) -> anyhow::Result<Option<UserRow>> {
+    sqlx::query_as("select * from users where id = $1")
+        .bind(id)
+        .fetch_optional(executor)
+        .await
+        .context("loading a user")
+}
+
+/// Loads the rows of `ids` (those that exist, in no particular order).
+///
+/// # Errors
+/// The database failed or a row is unreadable.
+pub async fn load_users<'e>(
+    executor: impl PgExecutor<'e>,
+    ids: &[Uuid],
+) -> anyhow::Result<Vec<UserRow>> {
+    sqlx::query_as("select * from users where id = any($1)")
+        .bind(ids)
+        .fetch_all(executor)
+        .await
+        .context("loading users")
+}
+
+/// Which users to list. Values are taken as given: the API checks its input first.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct UserFilter {
+    /// Only those at risk (true) or not (false).
+    pub at_risk: Option<bool>,
+    /// Score at least.
+    pub min_score: Option<i16>,
+    /// Score at most.
+    pub max_score: Option<i16>,
+    /// Name or email contains this, case-insensitively (matched literally).
+    pub search: Option<String>,
+    /// Has this preferred category.
+    pub category: Option<String>,
+    /// Only this status (`None`: every status but deleted).
+    pub status: Option<ClientStatus>,
+}
+
+impl UserFilter {
+    fn push(&self, q: &mut QueryBuilder<'_, Postgres>) {
+        match self.status {
+            Some(status) => q.push(" and status = ").push_bind(status.as_str()),
+            None => q
+                .push(" and status <> ")
+                .push_bind(ClientStatus::Deleted.as_str()),
+        };
+        if let Some(at_risk) = self.at_risk {
+            q.push(" and at_risk = ").push_bind(at_risk);
+        }
+        if let Some(min) = self.min_score {
+            q.push(" and engagement_score >= ").push_bind(min);
+        }
+        if let Some(max) = self.max_score {
+            q.push(" and engagement_score <= ").push_bind(max);
+        }
+        if let Some(search) = &self.search {
+            // Served by the trigram index on (name || ' ' || email).
+            let escaped = search
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_");
+            q.push(" and (name || ' ' || email) ilike ")
+                .push_bind(format!("%{escaped}%"));
+        }
+        if let Some(category) = &self.category {
+            q.push(" and preferred_categories @> array[")
+                .push_bind(category.clone())
+                .push("]::text[]");
+        }
+    }
+}
+
+/// What users are ordered by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserSort {
+    /// Score.
+    EngagementScore,
+    /// Name, case-insensitively.
+    Name,
+    /// Creation time.
+    CreatedAt,
+    /// Last order (clients who never ordered come first ascending).
+    LastOrderDate,
+}
+
+impl UserSort {
+    /// The sort expression (served by an index on (expression, id)) and the SQL type of its
+    /// cursor value.
+    fn sql(self) -> (&'static str, &'static str) {
+        match self {
+            Self::EngagementScore => ("engagement_score", "smallint"),
+            Self::Name => ("lower(name)", "text"),
+            Self::CreatedAt => ("created_at", "timestamptz"),
+            Self::LastOrderDate => (
+                "coalesce(last_order_date, '-infinity'::timestamptz)",
+                "timestamptz",
+            ),
+        }
+    }
+}
+
+/// A page of users: which, in what order, after which cursor, how many.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UsersPage {
+    /// Which users.
+    pub filter: UserFilter,
+    /// By what.
+    pub sort: UserSort,
+    /// Largest first.
+    pub descending: bool,
+    /// After this (sort key as text, id), from a previous page's [`SortedUser`].
+    pub after: Option<(String, Uuid)>,
+    /// Rows to fetch.
+    pub limit: i64,
+}
+
+/// A users row with the text of its sort key (for its cursor).
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct SortedUser {
+    /// The row.
+    #[sqlx(flatten)]
+    pub row: UserRow,
+    /// The value it was sorted by, as text.
+    pub sort_key: String,
+}
+
+/// One page of users.
+///
+/// # Errors
+/// The database failed (a cursor value that does not cast to the sort's type among them) or
+/// a row is unreadable.
+pub async fn page<'e>(
+    executor: impl PgExecutor<'e>,
+    page: &UsersPage,
+) -> anyhow::Result<Vec<SortedUser>> {
+    let (expr, sql_type) = page.sort.sql();
+    let (cmp, dir) = if page.descending {
+        ("<", "desc")
+    } else {
+        (">", "asc")
+    };
+    let mut q = QueryBuilder::<Postgres>::new(format!(
+        "select u.*, ({expr})::text as sort_key from users u where true"
+    ));
+    page.filter.push(&mut q);
+    if let Some((value, id)) = &page.after {
+        q.push(format!(" and (({expr}), id) {cmp} (cast("))
+            .push_bind(value.clone())
+            .push(format!(" as {sql_type}), "))
+            .push_bind(*id)
+            .push(")");
+    }
+    // The limit is written into the SQL, not bound: with `limit $n` a prepared statement's
+    // generic plan cannot know the page is small and sorts the whole table.
+    q.push(format!(
+        " order by {expr} {dir}, id {dir} limit {}",
+        page.limit
+    ));
+    q.build_query_as()
+        .fetch_all(executor)
+        .await
+        .context("listing users")
+}
+
+/// How many users `filter` matches.
+///
+/// # Errors
 /// The database failed.
-pub async fn load_user(pool: &sqlx::PgPool, id: Uuid) -> anyhow::Result<Option<UserRow>> {
-    let row: Option<(serde_json::Value,)> =
-        sqlx::query_as("select to_jsonb(t) from users t where id = $1")
-            .bind(id)
-            .fetch_optional(pool)
+pub async fn count<'e>(executor: impl PgExecutor<'e>, filter: &UserFilter) -> anyhow::Result<i64> {
+    let mut q = QueryBuilder::<Postgres>::new("select count(*) from users where true");
+    filter.push(&mut q);
+    q.build_query_scalar()
+        .fetch_one(executor)
+        .await
+        .context("counting users")
+}
+
+/// The overview's numbers over every client not deleted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Summary {
+    /// Clients.
+    pub users: i64,
+    /// Of them, at risk.
+    pub at_risk: i64,
+    /// Their mean score (0 with no clients).
+    pub average_score: f64,
+    /// Clients per score bucket: 0-9, 10-19, ..., 90-100.
+    pub histogram: [i64; 10],
+}
+
+/// The overview's numbers, in one statement.
+///
+/// # Errors
+/// The database failed.
+pub async fn summary<'e>(executor: impl PgExecutor<'e>) -> anyhow::Result<Summary> {
+    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        let buckets: Vec<String> = (0..10)
+            .map(|b| format!("count(*) filter (where least(engagement_score / 10, 9) = {b})"))
+            .collect();
+        format!(
+            "select count(*), count(*) filter (where at_risk), avg(engagement_score)::float8,
+                    array[{}]
+               from users where status <> $1",
+            buckets.join(", ")
+        )
+    });
+    let (users, at_risk, average, buckets): (i64, i64, Option<f64>, Vec<i64>) =
+        sqlx::query_as(SQL.as_str())
+            .bind(ClientStatus::Deleted.as_str())
+            .fetch_one(executor)
             .await
-            .context("loading a user")?;
-    row.map(|(json,)| serde_json::from_value(json).context("reading a users row"))
-        .transpose()
+            .context("summarising users")?;
+    let mut histogram = [0; 10];
+    for (slot, n) in histogram.iter_mut().zip(buckets) {
+        *slot = n;
+    }
+    Ok(Summary {
+        users,
+        at_risk,
+        average_score: average.unwrap_or(0.0),
+        histogram,
+    })
+}
+
+/// Up to `limit` clients (not deleted) whose score time alone has changed by `now`, soonest
+/// first: the rescore scheduler's queue.
+///
+/// # Errors
+/// The database failed.
+pub async fn due_for_rescore<'e>(
+    executor: impl PgExecutor<'e>,
+    now: DateTime<Utc>,
+    limit: i64,
+) -> anyhow::Result<Vec<Uuid>> {
+    // The status is written into the SQL, not bound: the partial index on
+    // next_score_change_at serves only a query whose predicate implies its own.
+    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!(
+            "select id from users
+              where next_score_change_at <= $1 and status <> '{}'
+              order by next_score_change_at, id
+              limit $2",
+            ClientStatus::Deleted.as_str()
+        )
+    });
+    sqlx::query_scalar(SQL.as_str())
+        .bind(now)
+        .bind(limit)
+        .fetch_all(executor)
+        .await
+        .context("finding users due for a rescore")
 }
