@@ -28,7 +28,7 @@ use crate::graphql::auth::Principal;
 use crate::graphql::errors::ApiError;
 use crate::graphql::loaders::Loaders;
 use crate::graphql::RequestMeta;
-use crate::http::response_cache::{self, ResponseCache};
+use crate::http::response_cache;
 
 /// Largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -196,7 +196,7 @@ async fn execute(
     // under the old token and never served under the new one.
     let mut kept = None;
     if let (Some(cache), true) = (&state.response_cache, reads_only_views) {
-        match ResponseCache::token(&state.pool).await {
+        match projections::log::consumer::views_token(&state.pool).await {
             Ok(token) => {
                 let key = cache_key(&principal, &request);
                 if let Some(answer) = cache.get(&token, &key) {

@@ -18,7 +18,6 @@ use std::sync::Mutex;
 
 use async_graphql::parser::types::{ExecutableDocument, OperationType, Selection, SelectionSet};
 use axum::body::Bytes;
-use sqlx::PgPool;
 
 /// Root fields answered from the views alone.
 const VIEW_ROOTS: [&str; 5] = ["user", "users", "email", "emails", "engagementSummary"];
@@ -47,21 +46,6 @@ impl ResponseCache {
             max_bytes,
             inner: Mutex::new(Inner::default()),
         }
-    }
-
-    /// Where the views stand now.
-    ///
-    /// # Errors
-    /// The database failed.
-    pub async fn token(pool: &PgPool) -> Result<String, sqlx::Error> {
-        sqlx::query_scalar(
-            "select coalesce(string_agg(
-                        name || '@' || transaction_id::text || '/' || global_position
-                             || '/' || extract(epoch from updated_at)::text, ',' order by name), '')
-               from consumer_checkpoints where name in ('users', 'emails')",
-        )
-        .fetch_one(pool)
-        .await
     }
 
     /// The answer to `key` computed under `token`, if kept.

@@ -488,3 +488,19 @@ pub async fn lag(pool: &PgPool) -> anyhow::Result<Vec<(String, i64)>> {
     .await
     .context("measuring consumer lag")
 }
+/// Where the `users` and `emails` views stand, as one opaque text that changes whenever
+/// either consumer moves (or a rebuild swaps one in): answers computed from the views stay
+/// valid while it stays the same.
+///
+/// # Errors
+/// The database failed.
+pub async fn views_token(pool: &PgPool) -> Result<String, sqlx::Error> {
+    sqlx::query_scalar(
+        "select coalesce(string_agg(
+                    name || '@' || transaction_id::text || '/' || global_position
+                         || '/' || extract(epoch from updated_at)::text, ',' order by name), '')
+           from consumer_checkpoints where name in ('users', 'emails')",
+    )
+    .fetch_one(pool)
+    .await
+}
