@@ -9,7 +9,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use cqrs_es::persist::PersistedEventStore;
 use cqrs_es::{AggregateContext as _, AggregateError, CqrsFramework, EventStore as _};
 use domain::client::{Client, ClientAction, ClientCommand, ClientError, ClientServices};
@@ -230,27 +229,12 @@ impl CommandBus {
     /// # Errors
     /// The database failed.
     pub async fn head_of(&self, user_id: Uuid) -> anyhow::Result<Option<Committed>> {
-        let row: Option<(i64, i64, i64)> = sqlx::query_as(
-            "select sequence, transaction_id::text::bigint, global_position
-               from events
-              where aggregate_type = 'client' and aggregate_id = $1
-              order by sequence desc
-              limit 1",
-        )
-        .bind(user_id.to_string())
-        .fetch_optional(&self.pool)
-        .await
-        .context("reading the head of a user's stream")?;
-        Ok(
-            row.map(|(version, transaction_id, global_position)| Committed {
-                user_id,
-                version,
-                position: LogPosition {
-                    transaction_id,
-                    global_position,
-                },
-            }),
-        )
+        let head = crate::log::stream_head(&self.pool, user_id).await?;
+        Ok(head.map(|(version, position)| Committed {
+            user_id,
+            version,
+            position,
+        }))
     }
 }
 

@@ -100,6 +100,54 @@ impl Loader<Uuid> for PgLoader {
     }
 }
 
+/// A key for one client's page that may ask for the client's total too.
+trait PageKey: Clone + Eq + std::hash::Hash {
+    fn user_id(&self) -> Uuid;
+    fn counted(&self) -> bool;
+}
+
+impl PageKey for EmailsPageKey {
+    fn user_id(&self) -> Uuid {
+        self.user_id
+    }
+    fn counted(&self) -> bool {
+        self.count
+    }
+}
+
+impl PageKey for EventsPageKey {
+    fn user_id(&self) -> Uuid {
+        self.user_id
+    }
+    fn counted(&self) -> bool {
+        self.count
+    }
+}
+
+/// The clients whose totals were asked for (none: no count query at all).
+fn counted_users<K: PageKey>(keys: &[K]) -> Vec<Uuid> {
+    keys.iter()
+        .filter(|k| k.counted())
+        .map(PageKey::user_id)
+        .collect()
+}
+
+/// Pairs each key with its page (in key order) and its client's total (0 when not asked).
+fn answers<K: PageKey, R>(
+    keys: &[K],
+    pages: Vec<Vec<R>>,
+    totals: &HashMap<Uuid, i64>,
+) -> HashMap<K, (Vec<R>, i64)> {
+    keys.iter()
+        .cloned()
+        .zip(pages)
+        .map(|(k, rows)| {
+            let total = totals.get(&k.user_id()).copied().unwrap_or(0);
+            (k, (rows, total))
+        })
+        .collect()
+}
+
 impl Loader<EmailsPageKey> for PgLoader {
     type Value = (Vec<EmailRow>, i64);
     type Error = LoadError;
@@ -119,23 +167,14 @@ impl Loader<EmailsPageKey> for PgLoader {
         let rows = emails::pages_of_users(&self.pool, &pages)
             .await
             .map_err(Arc::new)?;
-        let counted: Vec<Uuid> = keys.iter().filter(|k| k.count).map(|k| k.user_id).collect();
-        let counts = if counted.is_empty() {
-            HashMap::new()
-        } else {
-            emails::counts_of_users(&self.pool, &counted)
+        let counted = counted_users(keys);
+        let totals = match counted.is_empty() {
+            true => HashMap::new(),
+            false => emails::counts_of_users(&self.pool, &counted)
                 .await
-                .map_err(Arc::new)?
+                .map_err(Arc::new)?,
         };
-        Ok(keys
-            .iter()
-            .cloned()
-            .zip(rows)
-            .map(|(k, rows)| {
-                let total = counts.get(&k.user_id).copied().unwrap_or(0);
-                (k, (rows, total))
-            })
-            .collect())
+        Ok(answers(keys, rows, &totals))
     }
 }
 
@@ -158,23 +197,14 @@ impl Loader<EventsPageKey> for PgLoader {
         let events = log::read_stream_pages(&self.pool, &pages)
             .await
             .map_err(Arc::new)?;
-        let counted: Vec<Uuid> = keys.iter().filter(|k| k.count).map(|k| k.user_id).collect();
-        let lengths = if counted.is_empty() {
-            HashMap::new()
-        } else {
-            log::stream_lengths(&self.pool, &counted)
+        let counted = counted_users(keys);
+        let totals = match counted.is_empty() {
+            true => HashMap::new(),
+            false => log::stream_lengths(&self.pool, &counted)
                 .await
-                .map_err(Arc::new)?
+                .map_err(Arc::new)?,
         };
-        Ok(keys
-            .iter()
-            .cloned()
-            .zip(events)
-            .map(|(k, events)| {
-                let total = lengths.get(&k.user_id).copied().unwrap_or(0);
-                (k, (events, total))
-            })
-            .collect())
+        Ok(answers(keys, events, &totals))
     }
 }
 

@@ -107,45 +107,41 @@ impl StoredEvent {
     }
 }
 
-type Row = (
-    i64,
-    i64,
-    String,
-    i64,
-    String,
-    String,
-    Option<Json<Box<RawValue>>>,
-    Option<Value>,
-    DateTime<Utc>,
-);
+/// One row of `events` as the readers select it.
+#[derive(sqlx::FromRow)]
+struct EventRow {
+    transaction_id: i64,
+    global_position: i64,
+    aggregate_id: String,
+    sequence: i64,
+    event_type: String,
+    event_version: String,
+    payload: Option<Json<Box<RawValue>>>,
+    metadata: Option<Value>,
+    recorded_at: DateTime<Utc>,
+}
 
-fn from_row(row: Row) -> anyhow::Result<StoredEvent> {
-    let (
-        transaction_id,
-        global_position,
-        aggregate_id,
-        sequence,
-        event_type,
-        event_version,
-        payload,
-        metadata,
-        recorded_at,
-    ) = row;
-    let user_id = Uuid::parse_str(&aggregate_id)
-        .with_context(|| format!("event {global_position} has a non-uuid aggregate id"))?;
-    Ok(StoredEvent {
-        position: LogPosition {
-            transaction_id,
-            global_position,
-        },
-        user_id,
-        sequence,
-        event_type,
-        event_version,
-        metadata: metadata.unwrap_or(Value::Null),
-        recorded_at,
-        payload: payload.map(|Json(raw)| raw),
-    })
+impl TryFrom<EventRow> for StoredEvent {
+    type Error = anyhow::Error;
+
+    fn try_from(row: EventRow) -> anyhow::Result<Self> {
+        let user_id = Uuid::parse_str(&row.aggregate_id).with_context(|| {
+            format!("event {} has a non-uuid aggregate id", row.global_position)
+        })?;
+        Ok(Self {
+            position: LogPosition {
+                transaction_id: row.transaction_id,
+                global_position: row.global_position,
+            },
+            user_id,
+            sequence: row.sequence,
+            event_type: row.event_type,
+            event_version: row.event_version,
+            metadata: row.metadata.unwrap_or(Value::Null),
+            recorded_at: row.recorded_at,
+            payload: row.payload.map(|Json(raw)| raw),
+        })
+    }
 }
 
 /// What a reader of the whole log wants of each event.
@@ -169,11 +165,11 @@ pub async fn read_after<'e>(
     filter: &ReadFilter,
 ) -> anyhow::Result<Vec<StoredEvent>> {
     // xid8 has no binary codec in sqlx: it crosses the wire as text.
-    let rows: Vec<Row> = sqlx::query_as(
-        "select transaction_id::text::bigint, global_position, aggregate_id, sequence,
-                event_type, event_version,
-                case when $4::text[] is null or event_type = any($4) then payload end,
-                case when $5 then metadata end,
+    let rows: Vec<EventRow> = sqlx::query_as(
+        "select transaction_id::text::bigint as transaction_id, global_position, aggregate_id,
+                sequence, event_type, event_version,
+                case when $4::text[] is null or event_type = any($4) then payload end as payload,
+                case when $5 then metadata end as metadata,
                 recorded_at
            from events
           where aggregate_type = 'client'
@@ -190,7 +186,7 @@ pub async fn read_after<'e>(
     .fetch_all(executor)
     .await
     .context("reading the event log")?;
-    rows.into_iter().map(from_row).collect()
+    rows.into_iter().map(StoredEvent::try_from).collect()
 }
 
 /// Every event of one client, oldest first.
@@ -261,6 +257,36 @@ pub async fn head<'e>(executor: impl PgExecutor<'e>) -> anyhow::Result<LogPositi
     )
 }
 
+/// The sequence and log position of client `user_id`'s last event, if they have any.
+///
+/// # Errors
+/// The database failed.
+pub async fn stream_head<'e>(
+    executor: impl PgExecutor<'e>,
+    user_id: Uuid,
+) -> anyhow::Result<Option<(i64, LogPosition)>> {
+    let row: Option<(i64, i64, i64)> = sqlx::query_as(
+        "select sequence, transaction_id::text::bigint, global_position
+           from events
+          where aggregate_type = 'client' and aggregate_id = $1
+          order by sequence desc
+          limit 1",
+    )
+    .bind(user_id.to_string())
+    .fetch_optional(executor)
+    .await
+    .context("reading the head of a user's stream")?;
+    Ok(row.map(|(sequence, transaction_id, global_position)| {
+        (
+            sequence,
+            LogPosition {
+                transaction_id,
+                global_position,
+            },
+        )
+    }))
+}
+
 /// One page of a client's stream: events with sequence above `after_sequence`, oldest first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct StreamPage {
@@ -284,22 +310,17 @@ pub async fn read_stream_pages<'e>(
     let ids: Vec<String> = pages.iter().map(|p| p.user_id.to_string()).collect();
     let afters: Vec<i64> = pages.iter().map(|p| p.after_sequence).collect();
     let limits: Vec<i64> = pages.iter().map(|p| p.limit).collect();
-    /// A page's ordinal, then a [`Row`].
-    type PageRow = (
-        i64,
-        i64,
-        i64,
-        String,
-        i64,
-        String,
-        String,
-        Option<Json<Box<RawValue>>>,
-        Option<Value>,
-        DateTime<Utc>,
-    );
+    /// A row with the ordinal of the page it answers.
+    #[derive(sqlx::FromRow)]
+    struct PageRow {
+        ord: i64,
+        #[sqlx(flatten)]
+        row: EventRow,
+    }
     let rows: Vec<PageRow> = sqlx::query_as(
-            "select k.ord, e.transaction_id::text::bigint, e.global_position, e.aggregate_id, e.sequence,
-                    e.event_type, e.event_version, e.payload, e.metadata, e.recorded_at
+            "select k.ord, e.transaction_id::text::bigint as transaction_id, e.global_position,
+                    e.aggregate_id, e.sequence, e.event_type, e.event_version, e.payload,
+                    e.metadata, e.recorded_at
                from unnest($1::text[], $2::bigint[], $3::bigint[]) with ordinality as k(id, after_seq, lim, ord)
               cross join lateral (
                     select * from events
@@ -315,9 +336,9 @@ pub async fn read_stream_pages<'e>(
         .await
         .context("reading pages of users' events")?;
     let mut out: Vec<Vec<StoredEvent>> = vec![Vec::new(); pages.len()];
-    for (ord, tx, pos, id, seq, ty, ver, payload, meta, at) in rows {
+    for PageRow { ord, row } in rows {
         let index = usize::try_from(ord - 1).context("page ordinal")?;
-        out[index].push(from_row((tx, pos, id, seq, ty, ver, payload, meta, at))?);
+        out[index].push(row.try_into()?);
     }
     Ok(out)
 }
