@@ -6,8 +6,10 @@
 //! cqrs-es (for the `Aggregate` trait), serde, uuid, chrono and thiserror only.
 //!
 //! # Layout
-//! - [`client`]: the `Client` aggregate, its commands, events and errors.
-//! - [`scoring`]: scoring policies (`seed-v1`), the facts they read and the verdict they give.
+//! - [`client`]: the `Client` aggregate, its commands, events, errors and statuses.
+//! - [`scoring`]: scoring policies (`cadence-v2`, the default, and `seed-v1`), the facts they
+//!   read, the verdict they give (a score, a band, the reasons), and the backtest that
+//!   measures them against real purchase histories.
 //! - [`values`]: value types parsed at the edge (`EmailAddress`, `UserName`, `Money`, `Score`, ...).
 
 pub mod client;

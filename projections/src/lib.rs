@@ -3,21 +3,25 @@
 //! The domain crate decides; this crate persists and reads. It may depend on `domain`,
 //! cqrs-es/postgres-es, sqlx and tokio; it knows nothing of HTTP or GraphQL.
 //!
+//! # How data flows
+//! A caller's command goes through [`commands`]: the client is loaded, the domain decides, and
+//! the events are appended to the log with their metadata. The [`log`] is read gap-free by
+//! checkpointed consumers ([`log::consumer`]): the [`views`] fold events into the `users` and
+//! `emails` tables, and the [`engagement`] process manager turns an at-risk score into an
+//! email job, which its workers turn into an email through one more command. The
+//! [`scheduler`] issues rescore commands as time passes; [`runtime`] starts the consumers and
+//! workers in a service.
+//!
 //! # Layout
-//! - [`db`]: pools with safe session settings, database creation, the embedded migrations.
 //! - [`commands`]: the command path (load, decide, append with metadata, retry on conflict).
-//! - [`log`]: the gap-free reader of the whole log, in `(transaction_id, global_position)` order.
-//! - [`consumer`]: checkpointed consumers, their wake-up signal, read-your-writes, lag.
-//! - [`users`], [`emails`]: the read models.
-//! - [`process_manager`]: at-risk scores become email jobs, once per triggering event.
-//! - [`email_workers`]: jobs become emails: claim, write, record, retry; breaker and rate limit.
-//! - [`writer`]: the LLM and template email writers, and the escaping HTML template.
-//! - [`rebuild`]: rebuilding a read model into a fresh table and swapping it in.
-//! - [`runtime`]: starting the consumers in a service.
-//! - [`tail`]: the live tail of the log that feeds subscriptions.
+//! - [`log`]: the gap-free reader of the whole log and of one client's stream; positions,
+//!   checkpointed consumers, the live tail, upcasting.
+//! - [`views`]: the `users` and `emails` read models, every query of their tables, rebuilds.
+//! - [`engagement`]: the process manager, the `email_jobs` table, the workers and the writers.
 //! - [`scheduler`]: rescoring users as time passes, and everyone after a policy switch.
-//! - [`upcast`]: the one place older event versions become current ones.
-//! - [`position`], [`clock`]: a place in the log; time as an input.
+//! - [`runtime`]: starting the consumers and workers in a service.
+//! - [`db`]: pools with safe session settings, database creation, the embedded migrations.
+//! - [`clock`]: time as an input.
 
 pub mod clock;
 pub mod commands;

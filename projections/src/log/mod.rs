@@ -10,7 +10,7 @@
 //! - [`position`]: a place in the log.
 //! - [`consumer`]: checkpointed consumers, their wake-up signal, read-your-writes, lag.
 //! - [`tail`]: the live tail of the log that feeds subscriptions.
-//! - [`upcast`]: the one place older event versions become current ones.
+//! - [`upcast`](mod@upcast): the one place older event versions become current ones.
 
 pub mod consumer;
 pub mod position;
