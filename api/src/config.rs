@@ -291,3 +291,32 @@ pub struct BacktestConfig {
     #[arg(long)]
     pub scores_out: Option<std::path::PathBuf>,
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+
+    fn email(args: &[&str]) -> EmailConfig {
+        let mut argv = vec!["engagement", "serve"];
+        argv.extend_from_slice(args);
+        match Cli::try_parse_from(argv).unwrap().command {
+            Command::Serve(serve) => serve.email,
+            _ => unreachable!("serve was asked for"),
+        }
+    }
+
+    #[test]
+    fn the_trigger_delay_reaches_the_process_manager_and_no_threshold_is_taken() {
+        // Flags, not the environment: the test must not depend on the shell it runs in.
+        let settings = email(&["--email-trigger-delay-secs", "5"])
+            .settings(7)
+            .unwrap();
+        assert_eq!(
+            settings.process_manager.trigger_delay,
+            chrono::Duration::seconds(5)
+        );
+        assert!(Cli::try_parse_from(["engagement", "serve", "--at-risk-threshold", "40"]).is_err());
+    }
+}

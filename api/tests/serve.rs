@@ -115,9 +115,13 @@ fn help_lists_every_setting_with_its_environment_variable() {
         "LISTEN_ADDR",
         "SCORING_POLICY",
         "EMAIL_COOLDOWN_DAYS",
+        "EMAIL_TRIGGER_DELAY_SECS",
+        "LLM_REQUESTS_PER_MINUTE",
     ] {
         assert!(help.contains(var), "{var} missing from --help:\n{help}");
     }
+    // The at-risk rule is the scoring policy's band; there is no second threshold to set.
+    assert!(!help.contains("AT_RISK_THRESHOLD"), "{help}");
 }
 
 /// The URL of the test's own database (sqlx::test made it on DATABASE_URL's server).
