@@ -75,7 +75,8 @@ pub fn start_emails(
 ) -> std::sync::Arc<dyn Fn() -> String + Send + Sync> {
     let manager = Consumer::new(
         pool.clone(),
-        crate::engagement::process_manager::ProcessManager::new(settings.process_manager),
+        crate::engagement::process_manager::ProcessManager::new(settings.process_manager)
+            .waking(wake.clone()),
         ConsumerSettings::default(),
         models.signal.clone(),
     );
@@ -86,8 +87,7 @@ pub fn start_emails(
         settings.writer,
         settings.workers,
         wake,
-    )
-    .woken_by(models.signal.clone());
+    );
     let breaker = workers.breaker();
     let label = workers.writer_label();
     tasks.spawn(workers.run(stop.clone()));

@@ -263,7 +263,7 @@ impl Mutation {
         let now = api.commands.clock().now();
         match jobs::retry(&api.pool, id, now).await? {
             Retry::Retried(row) => {
-                api.jobs_signal.notify_waiters();
+                api.jobs_signal.notify_one();
                 Ok(EmailJob::from(row))
             }
             Retry::NotFound => Err(ApiError::NotFound("email job not found".into()).into()),

@@ -12,10 +12,14 @@
 //!
 //! [`UserScored::is_at_risk`]: domain::client::UserScored::is_at_risk
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
 use anyhow::Context as _;
 use chrono::{DateTime, Duration, Utc};
 use domain::client::{ClientEvent, ClientStatus, UserScored};
 use sqlx::PgConnection;
+use tokio::sync::Notify;
 use uuid::Uuid;
 
 use super::jobs::{self, NewJob};
@@ -62,12 +66,25 @@ impl Default for ProcessManagerSettings {
 #[derive(Debug, Clone, Default)]
 pub struct ProcessManager {
     settings: ProcessManagerSettings,
+    /// Wakes this process's email workers when a batch recorded a job.
+    jobs: Arc<Notify>,
+    recorded: Arc<AtomicBool>,
 }
 
 impl ProcessManager {
     /// A process manager with these settings.
     pub fn new(settings: ProcessManagerSettings) -> Self {
-        Self { settings }
+        Self {
+            settings,
+            ..Self::default()
+        }
+    }
+
+    /// Also wakes `jobs` (the email workers) after committing a batch that recorded a job.
+    #[must_use]
+    pub fn waking(mut self, jobs: Arc<Notify>) -> Self {
+        self.jobs = jobs;
+        self
     }
 
     async fn consider(
@@ -108,6 +125,7 @@ impl ProcessManager {
             due_at: at + self.settings.trigger_delay,
         };
         if jobs::record(tx, &job).await? {
+            self.recorded.store(true, Ordering::SeqCst);
             tracing::info!(user_id = %stored.user_id, score = scored.score, trigger = job.trigger_position, "email job recorded");
         }
         Ok(())
@@ -117,6 +135,29 @@ impl ProcessManager {
 impl Projection for ProcessManager {
     fn name(&self) -> &str {
         "process-manager"
+    }
+
+    fn touches(&self, events: &[StoredEvent]) -> anyhow::Result<bool> {
+        for stored in events {
+            let touches = match stored.event_type.as_str() {
+                "UserCreated" | "UserUnsubscribed" | "UserDeleted" | "EmailGenerated" => true,
+                // Only an at-risk score may make a job.
+                "UserScored" => {
+                    matches!(stored.event()?, ClientEvent::UserScored(e) if e.is_at_risk())
+                }
+                _ => false,
+            };
+            if touches {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    fn committed(&self) {
+        if self.recorded.swap(false, Ordering::SeqCst) {
+            self.jobs.notify_one();
+        }
     }
 
     fn payload_types(&self) -> Option<Vec<String>> {

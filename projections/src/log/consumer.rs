@@ -6,6 +6,13 @@
 //! consumer's checkpoint row and checks it has not moved: two instances of the same consumer on
 //! one database take turns and never apply an event twice. Reading outside the transaction
 //! keeps our own transaction id out of every reader's way while we read.
+//!
+//! What a consumer costs per batch is kept to what buys something: it remembers where it
+//! stands (the stored checkpoint is read again only after another instance moved it), a batch
+//! that changes nothing in its projection (the emails view and a batch of orders) opens no
+//! transaction and its checkpoint is written a moment later with whatever follows, and a
+//! mutation waiting to read its own write watches this process's consumer rather than the
+//! checkpoint table.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -30,6 +37,19 @@ pub trait Projection: Send + Sync + 'static {
     fn payload_types(&self) -> Option<Vec<String>> {
         None
     }
+
+    /// Whether applying `events` would change anything (default: yes). A batch that would not
+    /// is passed over without a transaction; its checkpoint is written with a later batch.
+    ///
+    /// # Errors
+    /// An event is unreadable.
+    fn touches(&self, events: &[StoredEvent]) -> anyhow::Result<bool> {
+        let _ = events;
+        Ok(true)
+    }
+
+    /// Called after a batch this projection applied has committed.
+    fn committed(&self) {}
 
     /// Applies `events` (in log order) inside the caller's transaction. It must not commit; a
     /// failure rolls back everything it wrote along with the checkpoint.
@@ -58,6 +78,9 @@ pub struct ConsumerSettings {
     pub batch_size: i64,
     /// The safety-net poll when no notification comes.
     pub poll_interval: Duration,
+    /// How long a checkpoint moved only past events that changed nothing may wait before it
+    /// is written (it is written sooner with the next batch that changes something).
+    pub lazy_checkpoint: Duration,
     /// Longest wait between attempts while the database is failing.
     pub max_backoff: Duration,
 }
@@ -67,6 +90,7 @@ impl Default for ConsumerSettings {
         Self {
             batch_size: 1000,
             poll_interval: Duration::from_secs(2),
+            lazy_checkpoint: Duration::from_secs(1),
             max_backoff: Duration::from_secs(30),
         }
     }
@@ -211,6 +235,19 @@ pub struct Consumer<P: Projection> {
     signal: LogSignal,
     progress: Arc<watch::Sender<LogPosition>>,
     filter: log::ReadFilter,
+    cursor: Arc<std::sync::Mutex<Option<Cursor>>>,
+    running: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// Where a consumer stands: what it has applied, and what the checkpoint table says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Cursor {
+    /// Everything up to here is applied (or changed nothing).
+    applied: LogPosition,
+    /// The stored checkpoint as this consumer last wrote or read it.
+    stored: LogPosition,
+    /// Since when `applied` has been ahead of `stored` (a write is owed).
+    owed_since: Option<tokio::time::Instant>,
 }
 
 impl<P: Projection> Clone for Consumer<P> {
@@ -222,6 +259,8 @@ impl<P: Projection> Clone for Consumer<P> {
             signal: self.signal.clone(),
             progress: self.progress.clone(),
             filter: self.filter.clone(),
+            cursor: self.cursor.clone(),
+            running: self.running.clone(),
         }
     }
 }
@@ -248,6 +287,8 @@ impl<P: Projection> Consumer<P> {
             settings,
             signal,
             progress: Arc::new(watch::channel(LogPosition::START).0),
+            cursor: Arc::default(),
+            running: Arc::default(),
         }
     }
 
@@ -262,32 +303,83 @@ impl<P: Projection> Consumer<P> {
             name: self.projection.name().to_owned(),
             pool: self.pool.clone(),
             progress: self.progress.clone(),
+            local: self.running.clone(),
         }
     }
 
-    /// Reads one batch after the checkpoint and applies it, moving the checkpoint in the same
-    /// transaction.
+    fn lock_cursor(&self) -> std::sync::MutexGuard<'_, Option<Cursor>> {
+        self.cursor
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Where this consumer stands, from memory, or from the checkpoint table the first time.
+    async fn cursor(&self) -> anyhow::Result<Cursor> {
+        if let Some(cursor) = *self.lock_cursor() {
+            return Ok(cursor);
+        }
+        let stored = checkpoint(&self.pool, self.projection.name()).await?;
+        Ok(self.reset(stored))
+    }
+
+    /// Forgets what was in memory: the checkpoint table says `stored`.
+    fn reset(&self, stored: LogPosition) -> Cursor {
+        let cursor = Cursor {
+            applied: stored,
+            stored,
+            owed_since: None,
+        };
+        *self.lock_cursor() = Some(cursor);
+        self.advance_progress(stored);
+        cursor
+    }
+
+    fn advance_progress(&self, to: LogPosition) {
+        self.progress.send_if_modified(|p| {
+            let moved = *p < to;
+            if moved {
+                *p = to;
+            }
+            moved
+        });
+    }
+
+    /// Reads one batch after where the consumer stands and applies it, moving the checkpoint in
+    /// the same transaction (or, for a batch that changes nothing, in memory only).
     ///
     /// # Errors
     /// The database or the projection failed; nothing of the batch was kept.
     pub async fn run_once(&self) -> anyhow::Result<BatchOutcome> {
         let name = self.projection.name();
-        let start = checkpoint(&self.pool, name).await?;
-        self.progress.send_if_modified(|p| {
-            let moved = *p < start;
-            if moved {
-                *p = start;
-            }
-            moved
-        });
-        let events =
-            log::read_after(&self.pool, start, self.settings.batch_size, &self.filter).await?;
+        let cursor = self.cursor().await?;
+        let events = log::read_after(
+            &self.pool,
+            cursor.applied,
+            self.settings.batch_size,
+            &self.filter,
+        )
+        .await?;
         let Some(last) = events.last().map(|e| e.position) else {
             return Ok(BatchOutcome::Empty);
         };
+        if !self.projection.touches(&events)? {
+            let mut guard = self.lock_cursor();
+            if *guard == Some(cursor) {
+                *guard = Some(Cursor {
+                    applied: last,
+                    owed_since: cursor
+                        .owed_since
+                        .or_else(|| Some(tokio::time::Instant::now())),
+                    ..cursor
+                });
+            }
+            drop(guard);
+            self.advance_progress(last);
+            return Ok(BatchOutcome::Applied(events.len()));
+        }
         let mut tx = self.pool.begin().await.context("beginning a batch")?;
-        // The lock makes instances of this consumer take turns; the comparison makes the
-        // loser of a race drop the batch it read.
+        // The lock makes instances of this consumer (and a rebuild's swap) take turns; the
+        // comparison makes the loser of a race drop the batch it read.
         let (transaction_id, global_position): (i64, i64) = sqlx::query_as(
             "select transaction_id::text::bigint, global_position
                from consumer_checkpoints where name = $1 for update",
@@ -296,11 +388,13 @@ impl<P: Projection> Consumer<P> {
         .fetch_one(&mut *tx)
         .await
         .context("locking the checkpoint")?;
-        if (LogPosition {
+        let stored = LogPosition {
             transaction_id,
             global_position,
-        }) != start
-        {
+        };
+        if stored != cursor.stored {
+            drop(tx);
+            self.reset(stored);
             return Ok(BatchOutcome::Contended);
         }
         self.projection
@@ -308,14 +402,71 @@ impl<P: Projection> Consumer<P> {
             .await
             .with_context(|| {
                 format!(
-                    "consumer {name} applying {} events after {start:?}",
-                    events.len()
+                    "consumer {name} applying {} events after {:?}",
+                    events.len(),
+                    cursor.applied
                 )
             })?;
         set_checkpoint(&mut tx, name, last).await?;
         tx.commit().await.context("committing a batch")?;
-        self.progress.send_replace(last);
+        *self.lock_cursor() = Some(Cursor {
+            applied: last,
+            stored: last,
+            owed_since: None,
+        });
+        self.advance_progress(last);
+        self.projection.committed();
         Ok(BatchOutcome::Applied(events.len()))
+    }
+
+    /// Writes the checkpoint owed for batches that changed nothing, unless another instance
+    /// moved it meanwhile (then this consumer takes the stored one).
+    ///
+    /// # Errors
+    /// The database failed.
+    pub async fn flush(&self) -> anyhow::Result<()> {
+        let Some(cursor) = *self.lock_cursor() else {
+            return Ok(());
+        };
+        if cursor.owed_since.is_none() {
+            return Ok(());
+        }
+        let moved = sqlx::query(
+            "update consumer_checkpoints
+                set transaction_id = $2::text::xid8, global_position = $3, updated_at = now()
+              where name = $1 and transaction_id = $4::text::xid8 and global_position = $5",
+        )
+        .bind(self.projection.name())
+        .bind(cursor.applied.transaction_id.to_string())
+        .bind(cursor.applied.global_position)
+        .bind(cursor.stored.transaction_id.to_string())
+        .bind(cursor.stored.global_position)
+        .execute(&self.pool)
+        .await
+        .context("writing an owed checkpoint")?
+        .rows_affected()
+            == 1;
+        if moved {
+            let mut guard = self.lock_cursor();
+            if *guard == Some(cursor) {
+                *guard = Some(Cursor {
+                    stored: cursor.applied,
+                    owed_since: None,
+                    ..cursor
+                });
+            }
+        } else {
+            let stored = checkpoint(&self.pool, self.projection.name()).await?;
+            self.reset(stored);
+        }
+        Ok(())
+    }
+
+    /// When the owed checkpoint write is due, if one is owed.
+    fn flush_due(&self) -> Option<tokio::time::Instant> {
+        (*self.lock_cursor())
+            .and_then(|c| c.owed_since)
+            .map(|since| since + self.settings.lazy_checkpoint)
     }
 
     /// Applies batches until the consumer has reached the head of the log as it stood when
@@ -334,7 +485,8 @@ impl<P: Projection> Consumer<P> {
                 BatchOutcome::Applied(n) => applied += n,
                 BatchOutcome::Contended => {}
                 BatchOutcome::Empty => {
-                    if checkpoint(&self.pool, self.projection.name()).await? >= target {
+                    if self.cursor().await?.applied >= target {
+                        self.flush().await?;
                         return Ok(applied);
                     }
                     anyhow::ensure!(
@@ -355,37 +507,18 @@ impl<P: Projection> Consumer<P> {
         let mut wake = self.signal.subscribe_changes();
         let mut failure_backoff = Duration::from_millis(100);
         let mut pending_backoff = Duration::from_millis(1);
+        self.running
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         tracing::info!(consumer = %name, "consumer started");
         while !stop.is_cancelled() {
             wake.borrow_and_update();
             let outcome = self.run_once().await;
-            let pause = match outcome {
-                Ok(BatchOutcome::Applied(_) | BatchOutcome::Contended) => {
-                    failure_backoff = Duration::from_millis(100);
-                    pending_backoff = Duration::from_millis(1);
-                    continue;
-                }
-                Ok(BatchOutcome::Empty) => {
-                    failure_backoff = Duration::from_millis(100);
-                    let position = *self.progress.borrow();
-                    match log::has_pending_after(&self.pool, position).await {
-                        // Committed events wait behind an older open transaction, which may
-                        // send no notification when it ends: look again soon.
-                        Ok(true) => {
-                            let pause = pending_backoff;
-                            pending_backoff = (pending_backoff * 2).min(Duration::from_millis(8));
-                            pause
-                        }
-                        Ok(false) => {
-                            pending_backoff = Duration::from_millis(1);
-                            self.settings.poll_interval
-                        }
-                        Err(error) => {
-                            tracing::warn!(consumer = %name, error = %format!("{error:#}"), "checking for pending events failed");
-                            self.settings.poll_interval
-                        }
-                    }
-                }
+            let idle = match outcome {
+                // A full batch: more is likely waiting.
+                Ok(BatchOutcome::Applied(n)) if n as i64 >= self.settings.batch_size => false,
+                Ok(BatchOutcome::Contended) => false,
+                // A short batch took everything readable, as an empty read would have said.
+                Ok(BatchOutcome::Applied(_) | BatchOutcome::Empty) => true,
                 Err(error) => {
                     tracing::error!(consumer = %name, error = %format!("{error:#}"), retry_in_ms = failure_backoff.as_millis() as u64, "batch failed");
                     let pause = failure_backoff;
@@ -397,12 +530,52 @@ impl<P: Projection> Consumer<P> {
                     continue;
                 }
             };
+            failure_backoff = Duration::from_millis(100);
+            if !idle {
+                pending_backoff = Duration::from_millis(1);
+                continue;
+            }
+            let position = *self.progress.borrow();
+            let pause = match log::has_pending_after(&self.pool, position).await {
+                // Committed events wait behind an older open transaction, which may send no
+                // notification when it ends: look again soon.
+                Ok(true) => {
+                    let pause = pending_backoff;
+                    pending_backoff = (pending_backoff * 2).min(Duration::from_millis(8));
+                    pause
+                }
+                Ok(false) => {
+                    pending_backoff = Duration::from_millis(1);
+                    self.settings.poll_interval
+                }
+                Err(error) => {
+                    tracing::warn!(consumer = %name, error = %format!("{error:#}"), "checking for pending events failed");
+                    self.settings.poll_interval
+                }
+            };
+            let flush_at = self.flush_due();
+            let flush = async {
+                match flush_at {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = wake.changed() => {}
                 () = tokio::time::sleep(pause) => {}
+                () = flush => {
+                    if let Err(error) = self.flush().await {
+                        tracing::warn!(consumer = %name, error = %format!("{error:#}"), "writing a checkpoint failed");
+                    }
+                }
                 () = stop.cancelled() => break,
             }
         }
+        if let Err(error) = self.flush().await {
+            tracing::warn!(consumer = %name, error = %format!("{error:#}"), "writing the last checkpoint failed");
+        }
+        self.running
+            .store(false, std::sync::atomic::Ordering::SeqCst);
         tracing::info!(consumer = %name, "consumer stopped");
     }
 }
@@ -413,6 +586,8 @@ pub struct ConsumerHandle {
     name: String,
     pool: PgPool,
     progress: Arc<watch::Sender<LogPosition>>,
+    /// Whether this process runs the consumer (then its progress is authoritative).
+    local: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// The consumer did not reach a position in time.
@@ -432,8 +607,10 @@ impl ConsumerHandle {
     }
 
     /// Waits until the consumer has applied everything up to `position`, for at most
-    /// `timeout`. Progress made by this process is seen at once; progress made by another
-    /// instance is seen through the checkpoint row, polled every few milliseconds.
+    /// `timeout`. Progress made by this process is seen at once. When this process runs the
+    /// consumer, that is all it watches: a batch another instance applied first is seen by our
+    /// own consumer too (it finds the checkpoint moved and takes it), so the checkpoint row is
+    /// read only as a slow safety net. Otherwise the row is polled every few milliseconds.
     ///
     /// # Errors
     /// [`NotCaughtUp`] after `timeout`.
@@ -448,9 +625,14 @@ impl ConsumerHandle {
             if *progress.borrow_and_update() >= position {
                 return Ok(());
             }
+            let poll = if self.local.load(std::sync::atomic::Ordering::SeqCst) {
+                Duration::from_millis(500)
+            } else {
+                Duration::from_millis(20)
+            };
             tokio::select! {
                 _ = progress.changed() => continue,
-                () = tokio::time::sleep(Duration::from_millis(20)) => {}
+                () = tokio::time::sleep(poll) => {}
                 () = tokio::time::sleep_until(deadline) => {}
             }
             if let Ok(stored) = checkpoint(&self.pool, &self.name).await {

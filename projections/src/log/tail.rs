@@ -11,10 +11,30 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use crate::log::consumer::LogSignal;
+use crate::log::position::LogPosition;
 use crate::log::{self, ReadFilter, StoredEvent};
 
 /// Events a subscriber may fall behind before it is dropped.
 pub const CAPACITY: usize = 4096;
+
+/// Events read at a time.
+const BATCH: i64 = 500;
+
+/// The safety-net poll when no notification comes.
+const POLL: Duration = Duration::from_secs(2);
+
+/// How long to wait before reading again: soon if committed events wait behind an older open
+/// transaction (which may send no notification when it ends), else until the poll.
+async fn pending_or_poll(pool: &PgPool, position: LogPosition, pause: &mut Duration) -> Duration {
+    match log::has_pending_after(pool, position).await {
+        Ok(true) => {
+            let now = *pause;
+            *pause = (*pause * 2).min(Duration::from_millis(8));
+            now
+        }
+        _ => POLL,
+    }
+}
 
 /// Starts the tail at the current head of the log; returns the sender subscribers subscribe to.
 /// It runs until `stop`.
@@ -38,27 +58,36 @@ pub fn start(
                 }
             }
         };
+        let light = ReadFilter { payload_types: Some(Vec::new()), with_metadata: false };
         let mut pending_pause = Duration::from_millis(1);
         while !stop.is_cancelled() {
             wake.borrow_and_update();
-            let pause = match log::read_after(&pool, position, 500, &filter).await {
+            // With nobody listening the tail only keeps its place: positions, no payloads, and
+            // no hurry (the next notification or poll will do).
+            let listening = tx.receiver_count() > 0;
+            let read = log::read_after(&pool, position, BATCH, if listening { &filter } else { &light });
+            let pause = match read.await {
                 Ok(events) if !events.is_empty() => {
+                    let full = events.len() as i64 >= BATCH;
                     for event in events {
                         position = event.position;
-                        // No subscribers is fine: the send fails and the event is dropped.
-                        let _ = tx.send(Arc::new(event));
+                        if listening {
+                            // A subscriber that left meanwhile is fine: the send just fails.
+                            let _ = tx.send(Arc::new(event));
+                        }
                     }
                     pending_pause = Duration::from_millis(1);
-                    continue;
-                }
-                Ok(_) => match log::has_pending_after(&pool, position).await {
-                    Ok(true) => {
-                        let pause = pending_pause;
-                        pending_pause = (pending_pause * 2).min(Duration::from_millis(8));
-                        pause
+                    if full {
+                        continue;
                     }
-                    _ => Duration::from_secs(2),
-                },
+                    if listening {
+                        pending_or_poll(&pool, position, &mut pending_pause).await
+                    } else {
+                        POLL
+                    }
+                }
+                Ok(_) if listening => pending_or_poll(&pool, position, &mut pending_pause).await,
+                Ok(_) => POLL,
                 Err(error) => {
                     tracing::warn!(error = %format!("{error:#}"), "live tail read failed");
                     Duration::from_secs(1)

@@ -79,6 +79,10 @@ impl Projection for EmailsView {
         Some(vec!["EmailGenerated".to_owned()])
     }
 
+    fn touches(&self, events: &[StoredEvent]) -> anyhow::Result<bool> {
+        Ok(events.iter().any(|e| e.event_type == "EmailGenerated"))
+    }
+
     async fn apply(&self, tx: &mut PgConnection, events: &[StoredEvent]) -> anyhow::Result<()> {
         let mut rows = Vec::new();
         for stored in events {

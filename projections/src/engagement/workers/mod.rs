@@ -90,7 +90,6 @@ pub struct EmailWorkers<W: EmailWriter> {
     settings: WorkerSettings,
     breaker: Arc<Breaker>,
     wake: Arc<Notify>,
-    log_signal: Option<crate::log::consumer::LogSignal>,
 }
 
 impl<W: EmailWriter> Clone for EmailWorkers<W> {
@@ -102,14 +101,15 @@ impl<W: EmailWriter> Clone for EmailWorkers<W> {
             settings: self.settings.clone(),
             breaker: self.breaker.clone(),
             wake: self.wake.clone(),
-            log_signal: self.log_signal.clone(),
         }
     }
 }
 
 impl<W: EmailWriter> EmailWorkers<W> {
-    /// Workers recording through `bus`, writing with `writer`, woken by `wake` (and by new
-    /// events in the log, after which the process manager may have recorded a job).
+    /// Workers recording through `bus`, writing with `writer`, woken by `wake` (the process
+    /// manager and the API notify it when a job is recorded or put back), and looking for due
+    /// jobs every `poll_interval` (jobs wait out the trigger delay, and other instances'
+    /// process managers record jobs too).
     pub fn new(
         pool: PgPool,
         bus: CommandBus,
@@ -118,7 +118,6 @@ impl<W: EmailWriter> EmailWorkers<W> {
         wake: Arc<Notify>,
     ) -> Self {
         Self {
-            log_signal: None,
             breaker: Arc::new(Breaker::new(
                 settings.breaker_threshold,
                 settings.breaker_cool_off,
@@ -129,13 +128,6 @@ impl<W: EmailWriter> EmailWorkers<W> {
             settings,
             wake,
         }
-    }
-
-    /// Also wakes on new events in the log.
-    #[must_use]
-    pub fn woken_by(mut self, signal: crate::log::consumer::LogSignal) -> Self {
-        self.log_signal = Some(signal);
-        self
     }
 
     /// The breaker (its state shows in the health report).
@@ -158,10 +150,6 @@ impl<W: EmailWriter> EmailWorkers<W> {
     /// Runs until `stop`.
     pub async fn run(self, stop: CancellationToken) {
         let slots = Arc::new(Semaphore::new(self.settings.concurrency.max(1)));
-        let mut log_wake = self
-            .log_signal
-            .as_ref()
-            .map(crate::log::consumer::LogSignal::subscribe_changes);
         let mut running = tokio::task::JoinSet::new();
         tracing::info!(writer = %self.writer.label(), concurrency = self.settings.concurrency, "email workers started");
         while !stop.is_cancelled() {
@@ -195,19 +183,8 @@ impl<W: EmailWriter> EmailWorkers<W> {
                     // Nothing to probe with: let the next call probe.
                     self.breaker.release_probe();
                 }
-                let log_changed = async {
-                    match log_wake.as_mut() {
-                        // The process manager needs a moment to turn the event into a job.
-                        Some(rx) => {
-                            let _ = rx.changed().await;
-                            tokio::time::sleep(Duration::from_millis(20)).await;
-                        }
-                        None => std::future::pending().await,
-                    }
-                };
                 tokio::select! {
                     () = self.wake.notified() => {}
-                    () = log_changed => {}
                     () = tokio::time::sleep(self.settings.poll_interval) => {}
                     () = stop.cancelled() => break,
                     Some(_) = running.join_next(), if !running.is_empty() => {}
