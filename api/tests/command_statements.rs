@@ -66,11 +66,7 @@ async fn one_place_order_costs_a_bounded_number_of_statements(pool: PgPool) {
         assert!(data["placeOrder"]["orderCount"].as_i64().unwrap() > 1);
         // The other consumers (emails, process manager) take the events after the answer.
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-        let log = captured.take();
-        if order == "first" {
-            eprintln!("{}", &log[..log.len().min(3000)]);
-        }
-        let ran = statements(&log);
+        let ran = statements(&captured.take());
         eprintln!("{} statements:\n{}", ran.len(), ran.join("\n"));
         counts.push(ran.len());
     }
@@ -79,5 +75,8 @@ async fn one_place_order_costs_a_bounded_number_of_statements(pool: PgPool) {
         sorted.sort_unstable();
         sorted[1]
     };
-    assert!(median <= 43, "one placeOrder ran {counts:?} statements");
+    // 43 in four transactions when this test was written; 16 now (BEGINs are not logged):
+    // the load, the append, its commit, the users view's batch (read, lock, rows, upsert,
+    // checkpoint, commit), the read back, and each consumer's read and pending check.
+    assert!(median <= 18, "one placeOrder ran {counts:?} statements");
 }

@@ -274,3 +274,72 @@ async fn bad_input_is_refused_naming_the_field_and_nothing_is_appended(pool: PgP
     assert_eq!(event_count(&pool, id).await, before);
     assert_eq!(event_count(&pool, missing).await, 0);
 }
+
+/// Two command paths over one database are two instances: each keeps its own cache of clients.
+#[sqlx::test(migrator = "projections::db::MIGRATOR")]
+async fn two_instances_writing_one_client_in_turn_see_each_others_orders(pool: PgPool) {
+    let (a, clock) = bus(&pool);
+    let b = CommandBus::new(pool.clone(), ClientServices::default(), clock.clone());
+    let id = Uuid::new_v4();
+    let meta = CommandMetadata::for_actor("test");
+    a.execute(id, create(id), &meta).await.unwrap();
+    for i in 0..(SNAPSHOT_EVERY + 10) {
+        clock.advance(Duration::hours(5));
+        let writer = if i % 3 == 0 { &b } else { &a };
+        let committed = writer
+            .execute(id, order(&format!("t-{i}"), "12.50", &clock), &meta)
+            .await
+            .unwrap();
+        // The position a command reports is where its last event landed.
+        let head = a.head_of(id).await.unwrap().unwrap();
+        assert_eq!(committed, head, "order {i}");
+    }
+    // Each instance, and one that never saw the client, know every order.
+    for reader in [&a, &b, &bus(&pool).0] {
+        let client = reader.load(id).await.unwrap();
+        assert_eq!(client.orders().order_count as usize, SNAPSHOT_EVERY + 10);
+        assert_eq!(client.recorded_order_ids(), SNAPSHOT_EVERY + 10);
+    }
+    // A repeat through the other instance is still a no-op that reports the client's head.
+    let again = b
+        .execute(id, order("t-1", "12.50", &clock), &meta)
+        .await
+        .unwrap();
+    assert_eq!(again, a.head_of(id).await.unwrap().unwrap());
+    assert_eq!(
+        event_count(&pool, id).await,
+        a.head_of(id).await.unwrap().unwrap().version
+    );
+}
+
+#[sqlx::test(migrator = "projections::db::MIGRATOR")]
+async fn concurrent_orders_from_two_instances_all_count_once(pool: PgPool) {
+    let (a, clock) = bus(&pool);
+    let b = CommandBus::new(pool.clone(), ClientServices::default(), clock.clone());
+    let id = Uuid::new_v4();
+    let meta = CommandMetadata::for_actor("test");
+    a.execute(id, create(id), &meta).await.unwrap();
+    // Warm both caches.
+    a.execute(id, order("warm-a", "1", &clock), &meta)
+        .await
+        .unwrap();
+    b.execute(id, order("warm-b", "1", &clock), &meta)
+        .await
+        .unwrap();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..24 {
+        let bus = if i % 2 == 0 { a.clone() } else { b.clone() };
+        let meta = meta.clone();
+        let action = order(&format!("c-{i}"), "3", &clock);
+        tasks.spawn(async move { bus.execute(id, action, &meta).await });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.unwrap().unwrap();
+    }
+    let client = bus(&pool).0.load(id).await.unwrap();
+    assert_eq!(client.orders().order_count, 26);
+    assert_eq!(client.orders().total_spent_cents, 2 * 100 + 24 * 300);
+    // Two events per order (the order and its score) plus the creation's.
+    let creation = 2;
+    assert!(event_count(&pool, id).await <= creation + 26 * 2);
+}

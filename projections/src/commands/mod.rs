@@ -1,28 +1,32 @@
 //! The command path: load a client, decide, append its events with metadata in one
 //! transaction, retry on a concurrent write.
 //!
-//! Built on cqrs-es's `CqrsFramework` over postgres-es with snapshots. It registers no
-//! in-memory queries: read models are built from the log (see [`crate::log::consumer`]), which
-//! survives crashes and orders events across clients.
+//! Built on cqrs-es's `CqrsFramework` over postgres-es's tables with snapshots, through the
+//! extensions in [`store`] (one statement per append that returns the log position, and a
+//! cache of clients). It registers no in-memory queries: read models are built from the log
+//! (see [`crate::log::consumer`]), which survives crashes and orders events across clients.
+
+pub mod store;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cqrs_es::persist::PersistedEventStore;
 use cqrs_es::{AggregateContext as _, AggregateError, CqrsFramework, EventStore as _};
 use domain::client::{Client, ClientAction, ClientCommand, ClientError, ClientServices};
-use postgres_es::PostgresEventRepository;
 use rand::Rng as _;
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use self::store::CachingStore;
 use crate::clock::Clock;
 use crate::log::position::LogPosition;
-use crate::log::upcast::upcasters;
 
 /// A snapshot is written every this many events of a client.
 pub const SNAPSHOT_EVERY: usize = 50;
+
+/// Clients kept in memory by the command path (the most recently used).
+pub const CACHED_CLIENTS: usize = 10_000;
 
 /// Who issued a command and why; stored on every event it appends.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -93,14 +97,14 @@ pub struct Committed {
     pub position: LogPosition,
 }
 
-type ClientCqrs = CqrsFramework<Client, PersistedEventStore<PostgresEventRepository, Client>>;
+type ClientCqrs = CqrsFramework<Client, CachingStore>;
 
 /// Executes client commands against the event store.
 #[derive(Clone)]
 pub struct CommandBus {
     cqrs: Arc<ClientCqrs>,
-    /// The same store as the framework's, for reading a client without a command.
-    store: Arc<PersistedEventStore<PostgresEventRepository, Client>>,
+    /// A store over the same tables, for reading a client without a command.
+    store: Arc<CachingStore>,
     services: ClientServices,
     pool: PgPool,
     clock: Arc<dyn Clock>,
@@ -118,16 +122,13 @@ impl std::fmt::Debug for CommandBus {
 impl CommandBus {
     /// A command bus over `pool`, deciding with `services` and stamping commands with `clock`.
     pub fn new(pool: PgPool, services: ClientServices, clock: Arc<dyn Clock>) -> Self {
-        let store = || {
-            PersistedEventStore::new_snapshot_store(
-                PostgresEventRepository::new(pool.clone()),
-                SNAPSHOT_EVERY,
-            )
-            .with_upcasters(upcasters())
-        };
         Self {
-            cqrs: Arc::new(CqrsFramework::new(store(), vec![], services.clone())),
-            store: Arc::new(store()),
+            cqrs: Arc::new(CqrsFramework::new(
+                CachingStore::new(&pool, SNAPSHOT_EVERY, CACHED_CLIENTS),
+                vec![],
+                services.clone(),
+            )),
+            store: Arc::new(CachingStore::new(&pool, SNAPSHOT_EVERY, 0)),
             services,
             pool,
             clock,
@@ -196,12 +197,25 @@ impl CommandBus {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let result = self
-                .cqrs
-                .execute_with_metadata(&aggregate_id, command.clone(), metadata_map.clone())
-                .await;
+            let (result, landed) = store::landing(self.cqrs.execute_with_metadata(
+                &aggregate_id,
+                command.clone(),
+                metadata_map.clone(),
+            ))
+            .await;
             match result {
-                Ok(()) => break,
+                Ok(()) => {
+                    if let Some((version, position)) = landed {
+                        return Ok(Committed {
+                            user_id,
+                            version,
+                            position,
+                        });
+                    }
+                    // Nothing new was appended (the effect was already there): the client's
+                    // last event is the one to wait for.
+                    break;
+                }
                 Err(AggregateError::UserError(e)) => return Err(CommandError::Rejected(e)),
                 Err(AggregateError::AggregateConflict) if attempt < self.max_attempts => {
                     tracing::debug!(attempt, "concurrent write, retrying");

@@ -1,0 +1,347 @@
+//! The event store under the command path: cqrs-es's `PersistedEventStore` over postgres-es's
+//! tables, extended where its costs showed under load.
+//!
+//! - [`LogRepository`] persists a command's events in one statement (postgres-es inserts them
+//!   one by one) that returns where they landed in the log, so the command path needs no
+//!   query afterwards to learn the position a reader must pass; and it checks the snapshot's
+//!   optimistic lock before committing rather than after (postgres-es commits first, so a lost
+//!   race on the snapshot used to leave written events behind an error). Reads are
+//!   postgres-es's own.
+//! - [`CachingStore`] keeps the clients this process loaded or wrote in memory, with the
+//!   sequence they stand at. Loading one reads only the events after that sequence (usually
+//!   none): one indexed query instead of the snapshot, the events after it, and their
+//!   replay. Writes by other instances are those later events, so the cache is never stale;
+//!   any error forgets the client.
+
+use std::collections::HashMap;
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex};
+
+use cqrs_es::persist::{
+    EventStoreAggregateContext, EventUpcaster, PersistedEventRepository, PersistedEventStore,
+    PersistenceError, ReplayStream, SerializedEvent, SerializedSnapshot,
+};
+use cqrs_es::{Aggregate, AggregateError, EventEnvelope, EventStore};
+use domain::client::Client;
+use postgres_es::PostgresEventRepository;
+use serde_json::Value;
+use sqlx::PgPool;
+
+use crate::log::position::LogPosition;
+use crate::log::upcast::upcasters;
+
+tokio::task_local! {
+    /// Where the events of the command running in this task landed, once persisted.
+    static LANDED: std::cell::Cell<Option<(i64, LogPosition)>>;
+}
+
+/// Runs `command` and returns its output with the client's new version and the log position
+/// of its last event, if it persisted any.
+pub async fn landing<F: std::future::Future>(
+    command: F,
+) -> (F::Output, Option<(i64, LogPosition)>) {
+    LANDED
+        .scope(std::cell::Cell::new(None), async {
+            let output = command.await;
+            (output, LANDED.with(std::cell::Cell::get))
+        })
+        .await
+}
+
+/// postgres-es's repository, persisting with one statement per command.
+pub struct LogRepository {
+    reads: PostgresEventRepository,
+    pool: PgPool,
+}
+
+impl LogRepository {
+    /// A repository over the `events` and `snapshots` tables.
+    pub fn new(pool: PgPool) -> Self {
+        Self {
+            reads: PostgresEventRepository::new(pool.clone()),
+            pool,
+        }
+    }
+}
+
+fn persistence(error: sqlx::Error) -> PersistenceError {
+    match &error {
+        // A unique violation on (aggregate_type, aggregate_id, sequence): another writer won.
+        sqlx::Error::Database(e) if e.code().as_deref() == Some("23505") => {
+            PersistenceError::OptimisticLockError
+        }
+        sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::PoolTimedOut => {
+            PersistenceError::ConnectionError(Box::new(error))
+        }
+        _ => PersistenceError::UnknownError(Box::new(error)),
+    }
+}
+
+impl PersistedEventRepository for LogRepository {
+    async fn get_events<A: Aggregate>(
+        &self,
+        aggregate_id: &str,
+    ) -> Result<Vec<SerializedEvent>, PersistenceError> {
+        self.reads.get_events::<A>(aggregate_id).await
+    }
+
+    async fn get_last_events<A: Aggregate>(
+        &self,
+        aggregate_id: &str,
+        last_sequence: usize,
+    ) -> Result<Vec<SerializedEvent>, PersistenceError> {
+        self.reads
+            .get_last_events::<A>(aggregate_id, last_sequence)
+            .await
+    }
+
+    async fn get_snapshot<A: Aggregate>(
+        &self,
+        aggregate_id: &str,
+    ) -> Result<Option<SerializedSnapshot>, PersistenceError> {
+        self.reads.get_snapshot::<A>(aggregate_id).await
+    }
+
+    async fn persist<A: Aggregate>(
+        &self,
+        events: &[SerializedEvent],
+        snapshot_update: Option<(String, Value, usize)>,
+    ) -> Result<(), PersistenceError> {
+        let Some(first) = events.first() else {
+            return Ok(());
+        };
+        let mut tx = self.pool.begin().await.map_err(persistence)?;
+        // The insert is the transaction's first write, so the transaction id it records
+        // orders it correctly for the log's readers.
+        let sequences: Vec<i64> = events.iter().map(|e| e.sequence as i64).collect();
+        let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
+        let versions: Vec<&str> = events.iter().map(|e| e.event_version.as_str()).collect();
+        let payloads: Vec<&Value> = events.iter().map(|e| &e.payload).collect();
+        let metadata: Vec<&Value> = events.iter().map(|e| &e.metadata).collect();
+        let landed: Vec<(i64, i64, i64)> = sqlx::query_as(
+            "insert into events (aggregate_type, aggregate_id, sequence, event_type, event_version,
+                                 payload, metadata)
+             select $1, $2, e.sequence, e.event_type, e.event_version, e.payload, e.metadata
+               from unnest($3::bigint[], $4::text[], $5::text[], $6::jsonb[], $7::jsonb[])
+                    as e(sequence, event_type, event_version, payload, metadata)
+             returning sequence, transaction_id::text::bigint, global_position",
+        )
+        .bind(A::TYPE)
+        .bind(first.aggregate_id.as_str())
+        .bind(&sequences)
+        .bind(&types)
+        .bind(&versions)
+        .bind(&payloads)
+        .bind(&metadata)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(persistence)?;
+        let last_sequence = sequences.last().copied().unwrap_or_default();
+        if let Some((aggregate_id, aggregate, current_snapshot)) = snapshot_update {
+            let written = if current_snapshot == 1 {
+                sqlx::query(
+                    "insert into snapshots (aggregate_type, aggregate_id, last_sequence,
+                                            current_snapshot, payload)
+                     values ($1, $2, $3, $4, $5)",
+                )
+                .bind(A::TYPE)
+                .bind(aggregate_id.as_str())
+                .bind(last_sequence)
+                .bind(current_snapshot as i64)
+                .bind(&aggregate)
+                .execute(&mut *tx)
+                .await
+            } else {
+                sqlx::query(
+                    "update snapshots set last_sequence = $3, payload = $5, current_snapshot = $4
+                      where aggregate_type = $1 and aggregate_id = $2 and current_snapshot = $6",
+                )
+                .bind(A::TYPE)
+                .bind(aggregate_id.as_str())
+                .bind(last_sequence)
+                .bind(current_snapshot as i64)
+                .bind(&aggregate)
+                .bind(current_snapshot as i64 - 1)
+                .execute(&mut *tx)
+                .await
+            }
+            .map_err(persistence)?;
+            if written.rows_affected() != 1 {
+                // Another writer moved the snapshot: nothing of this command is kept.
+                return Err(PersistenceError::OptimisticLockError);
+            }
+        }
+        tx.commit().await.map_err(persistence)?;
+        let last = landed.iter().max_by_key(|(sequence, _, _)| *sequence).map(
+            |&(sequence, transaction_id, global_position)| {
+                (
+                    sequence,
+                    LogPosition {
+                        transaction_id,
+                        global_position,
+                    },
+                )
+            },
+        );
+        // Outside a command run through `landing` there is nobody to tell.
+        let _ = LANDED.try_with(|cell| cell.set(last));
+        Ok(())
+    }
+
+    async fn stream_events<A: Aggregate>(
+        &self,
+        aggregate_id: &str,
+    ) -> Result<ReplayStream, PersistenceError> {
+        self.reads.stream_events::<A>(aggregate_id).await
+    }
+
+    async fn stream_all_events<A: Aggregate>(&self) -> Result<ReplayStream, PersistenceError> {
+        self.reads.stream_all_events::<A>().await
+    }
+}
+
+/// A client as this process last saw it.
+#[derive(Clone)]
+struct Cached {
+    client: Client,
+    sequence: usize,
+    snapshot: Option<usize>,
+}
+
+/// The snapshotting store with a cache of clients in front.
+pub struct CachingStore {
+    inner: PersistedEventStore<LogRepository, Client>,
+    /// The same tables, for reading only the events after a cached client.
+    reads: LogRepository,
+    upcasters: Vec<Box<dyn EventUpcaster>>,
+    snapshot_every: usize,
+    cache: Arc<Mutex<lru::LruCache<String, Cached>>>,
+}
+
+impl CachingStore {
+    /// A store over `pool` writing a snapshot every `snapshot_every` events and keeping up to
+    /// `capacity` clients in memory (0: none).
+    pub fn new(pool: &PgPool, snapshot_every: usize, capacity: usize) -> Self {
+        Self {
+            inner: PersistedEventStore::new_snapshot_store(
+                LogRepository::new(pool.clone()),
+                snapshot_every,
+            )
+            .with_upcasters(upcasters()),
+            reads: LogRepository::new(pool.clone()),
+            upcasters: upcasters(),
+            snapshot_every,
+            cache: Arc::new(Mutex::new(lru::LruCache::new(
+                NonZeroUsize::new(capacity).unwrap_or(NonZeroUsize::MIN),
+            ))),
+        }
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, lru::LruCache<String, Cached>> {
+        self.cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn forget(&self, aggregate_id: &str) {
+        self.cache().pop(aggregate_id);
+    }
+
+    fn envelope(&self, event: SerializedEvent) -> Result<EventEnvelope<Client>, PersistenceError> {
+        let event = self.upcasters.iter().fold(event, |event, upcaster| {
+            if upcaster.can_upcast(&event.event_type, &event.event_version) {
+                upcaster.upcast(event)
+            } else {
+                event
+            }
+        });
+        EventEnvelope::try_from(event)
+    }
+
+    async fn load_after(
+        &self,
+        aggregate_id: &str,
+        cached: Cached,
+    ) -> Result<EventStoreAggregateContext<Client>, PersistenceError> {
+        let later = self
+            .reads
+            .get_last_events::<Client>(aggregate_id, cached.sequence)
+            .await?;
+        let mut context = EventStoreAggregateContext {
+            aggregate_id: aggregate_id.to_owned(),
+            aggregate: cached.client,
+            current_sequence: cached.sequence,
+            current_snapshot: cached.snapshot,
+        };
+        for event in later {
+            let envelope = self.envelope(event)?;
+            context.current_sequence = envelope.sequence;
+            context.aggregate.apply(envelope.payload);
+        }
+        Ok(context)
+    }
+}
+
+impl EventStore<Client> for CachingStore {
+    type AC = EventStoreAggregateContext<Client>;
+
+    async fn load_events(
+        &self,
+        aggregate_id: &str,
+    ) -> Result<Vec<EventEnvelope<Client>>, AggregateError<<Client as Aggregate>::Error>> {
+        self.inner.load_events(aggregate_id).await
+    }
+
+    async fn load_aggregate(
+        &self,
+        aggregate_id: &str,
+    ) -> Result<Self::AC, AggregateError<<Client as Aggregate>::Error>> {
+        let cached = self.cache().get(aggregate_id).cloned();
+        let Some(cached) = cached else {
+            return self.inner.load_aggregate(aggregate_id).await;
+        };
+        match self.load_after(aggregate_id, cached).await {
+            Ok(context) => Ok(context),
+            Err(error) => {
+                self.forget(aggregate_id);
+                Err(error.into())
+            }
+        }
+    }
+
+    async fn commit(
+        &self,
+        events: Vec<<Client as Aggregate>::Event>,
+        context: Self::AC,
+        metadata: HashMap<String, String>,
+    ) -> Result<Vec<EventEnvelope<Client>>, AggregateError<<Client as Aggregate>::Error>> {
+        let aggregate_id = context.aggregate_id.clone();
+        let before = context.current_sequence;
+        let after = before + events.len();
+        // A commit that crosses a snapshot boundary writes a snapshot; the next load reads it
+        // rather than trusting a snapshot version kept here.
+        let snapshots = self.snapshot_every.max(1);
+        let keep = after / snapshots == before / snapshots;
+        // cqrs-es's event sink has already applied the events to the context's aggregate.
+        let next = keep.then(|| Cached {
+            client: context.aggregate.clone(),
+            sequence: after,
+            snapshot: context.current_snapshot,
+        });
+        match self.inner.commit(events, context, metadata).await {
+            Ok(envelopes) => {
+                match next {
+                    Some(cached) => {
+                        self.cache().put(aggregate_id, cached);
+                    }
+                    None => self.forget(&aggregate_id),
+                }
+                Ok(envelopes)
+            }
+            Err(error) => {
+                self.forget(&aggregate_id);
+                Err(error)
+            }
+        }
+    }
+}
