@@ -35,10 +35,14 @@ pub fn start(
         settings.clone(),
         signal.clone(),
     );
+    // No request waits on the emails view: it reads larger batches less often.
     let emails = Consumer::new(
         pool.clone(),
         EmailsView::live(),
-        settings.clone(),
+        ConsumerSettings {
+            gather: ConsumerSettings::background().gather,
+            ..settings.clone()
+        },
         signal.clone(),
     );
     let models = ReadModels {
@@ -77,7 +81,7 @@ pub fn start_emails(
         pool.clone(),
         crate::engagement::process_manager::ProcessManager::new(settings.process_manager)
             .waking(wake.clone()),
-        ConsumerSettings::default(),
+        ConsumerSettings::background(),
         models.signal.clone(),
     );
     tasks.spawn(manager.run(stop.clone()));

@@ -110,15 +110,12 @@ impl PersistedEventRepository for LogRepository {
         let Some(first) = events.first() else {
             return Ok(());
         };
-        let mut tx = self.pool.begin().await.map_err(persistence)?;
-        // The insert is the transaction's first write, so the transaction id it records
-        // orders it correctly for the log's readers.
         let sequences: Vec<i64> = events.iter().map(|e| e.sequence as i64).collect();
         let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
         let versions: Vec<&str> = events.iter().map(|e| e.event_version.as_str()).collect();
         let payloads: Vec<&Value> = events.iter().map(|e| &e.payload).collect();
         let metadata: Vec<&Value> = events.iter().map(|e| &e.metadata).collect();
-        let landed: Vec<(i64, i64, i64)> = sqlx::query_as(
+        let insert = sqlx::query_as(
             "insert into events (aggregate_type, aggregate_id, sequence, event_type, event_version,
                                  payload, metadata)
              select $1, $2, e.sequence, e.event_type, e.event_version, e.payload, e.metadata
@@ -132,27 +129,29 @@ impl PersistedEventRepository for LogRepository {
         .bind(&types)
         .bind(&versions)
         .bind(&payloads)
-        .bind(&metadata)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(persistence)?;
+        .bind(&metadata);
         let last_sequence = sequences.last().copied().unwrap_or_default();
-        if let Some((aggregate_id, aggregate, current_snapshot)) = snapshot_update {
-            let written = if current_snapshot == 1 {
-                sqlx::query(
-                    "insert into snapshots (aggregate_type, aggregate_id, last_sequence,
+        let landed: Vec<(i64, i64, i64)> =
+            if let Some((aggregate_id, aggregate, current_snapshot)) = snapshot_update {
+                // The insert is the transaction's first write, so the transaction id it records
+                // orders it correctly for the log's readers.
+                let mut tx = self.pool.begin().await.map_err(persistence)?;
+                let landed = insert.fetch_all(&mut *tx).await.map_err(persistence)?;
+                let written = if current_snapshot == 1 {
+                    sqlx::query(
+                        "insert into snapshots (aggregate_type, aggregate_id, last_sequence,
                                             current_snapshot, payload)
                      values ($1, $2, $3, $4, $5)",
-                )
-                .bind(A::TYPE)
-                .bind(aggregate_id.as_str())
-                .bind(last_sequence)
-                .bind(current_snapshot as i64)
-                .bind(&aggregate)
-                .execute(&mut *tx)
-                .await
-            } else {
-                sqlx::query(
+                    )
+                    .bind(A::TYPE)
+                    .bind(aggregate_id.as_str())
+                    .bind(last_sequence)
+                    .bind(current_snapshot as i64)
+                    .bind(&aggregate)
+                    .execute(&mut *tx)
+                    .await
+                } else {
+                    sqlx::query(
                     "update snapshots set last_sequence = $3, payload = $5, current_snapshot = $4
                       where aggregate_type = $1 and aggregate_id = $2 and current_snapshot = $6",
                 )
@@ -164,14 +163,18 @@ impl PersistedEventRepository for LogRepository {
                 .bind(current_snapshot as i64 - 1)
                 .execute(&mut *tx)
                 .await
-            }
-            .map_err(persistence)?;
-            if written.rows_affected() != 1 {
-                // Another writer moved the snapshot: nothing of this command is kept.
-                return Err(PersistenceError::OptimisticLockError);
-            }
-        }
-        tx.commit().await.map_err(persistence)?;
+                }
+                .map_err(persistence)?;
+                if written.rows_affected() != 1 {
+                    // Another writer moved the snapshot: nothing of this command is kept.
+                    return Err(PersistenceError::OptimisticLockError);
+                }
+                tx.commit().await.map_err(persistence)?;
+                landed
+            } else {
+                // One statement is its own transaction: no BEGIN and COMMIT round trips.
+                insert.fetch_all(&self.pool).await.map_err(persistence)?
+            };
         let last = landed.iter().max_by_key(|(sequence, _, _)| *sequence).map(
             |&(sequence, transaction_id, global_position)| {
                 (

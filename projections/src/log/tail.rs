@@ -23,13 +23,16 @@ const BATCH: i64 = 500;
 /// The safety-net poll when no notification comes.
 const POLL: Duration = Duration::from_secs(2);
 
+/// How long events gather after a notification before they are read.
+const GATHER: Duration = Duration::from_millis(25);
+
 /// How long to wait before reading again: soon if committed events wait behind an older open
 /// transaction (which may send no notification when it ends), else until the poll.
 async fn pending_or_poll(pool: &PgPool, position: LogPosition, pause: &mut Duration) -> Duration {
     match log::has_pending_after(pool, position).await {
         Ok(true) => {
             let now = *pause;
-            *pause = (*pause * 2).min(Duration::from_millis(8));
+            *pause = (*pause * 2).min(GATHER);
             now
         }
         _ => POLL,
@@ -94,7 +97,8 @@ pub fn start(
                 }
             };
             tokio::select! {
-                _ = wake.changed() => {}
+                // Let events gather: subscribers see them 25 ms later, in larger reads.
+                _ = wake.changed() => tokio::time::sleep(GATHER).await,
                 () = tokio::time::sleep(pause) => {}
                 () = stop.cancelled() => break,
             }
