@@ -12,7 +12,8 @@
 # 3. Afterwards the orders recorded (the users view's order counts) must equal the requests
 #    answered without error (plus at most one in flight per connection when wrk stopped), and
 #    no order id may be recorded twice: nothing lost, nothing doubled.
-# RUNS alternating runs of each; the medians are reported.
+# RUNS alternating runs of each; the medians are reported. PERF_OUT=FILE records a profile of
+# the server (perf record, with call graphs) during the first run.
 #
 # Needs PostgreSQL on 127.0.0.1:5432 (bash .ci/postgres-up), pgbench (with PostgreSQL), wrk
 # (apt-get install wrk) and python3 (to create the clients).
@@ -116,6 +117,10 @@ for run in $(seq 1 "$runs"); do
   tps=$(ceiling)
   before=$(orders)
   sed "s/RUN/r$run/" "$work/place_order.lua" >"$work/run.lua"
+  if [ -n "${PERF_OUT:-}" ] && [ "$run" = 1 ]; then
+    # Profile the server for 5 s of the first run (perf from linux-perf).
+    (sleep 3; perf record -F 499 --call-graph dwarf,16384 -p "$server" -o "$PERF_OUT" -- sleep 5 >/dev/null 2>&1) &
+  fi
   line=$(wrk -t2 -c"$connections" -d"$duration" --timeout 10s -s "$work/run.lua" "http://127.0.0.1:$port/graphql" | grep '^answered')
   sleep 1
   recorded=$(( $(orders) - before ))

@@ -6,13 +6,15 @@ use tokio_util::sync::CancellationToken;
 
 use crate::log::consumer::{Consumer, ConsumerHandle, ConsumerSettings, LogSignal};
 use crate::views::emails::EmailsView;
-use crate::views::users::UsersView;
+use crate::views::users::{RecentUsers, UsersView};
 
 /// Handles on the running read models, for read-your-writes.
 #[derive(Debug, Clone)]
 pub struct ReadModels {
     /// The `users` view's consumer.
     pub users: ConsumerHandle,
+    /// The rows the `users` consumer of this process wrote most recently.
+    pub recent_users: RecentUsers,
     /// The `emails` view's consumer.
     pub emails: ConsumerHandle,
     /// Wakes every consumer (also fed by the database's notifications).
@@ -29,12 +31,9 @@ pub fn start(
 ) -> ReadModels {
     let signal = LogSignal::new();
     tasks.spawn(signal.clone().listen(pool.clone(), stop.clone()));
-    let users = Consumer::new(
-        pool.clone(),
-        UsersView::live(),
-        settings.clone(),
-        signal.clone(),
-    );
+    let view = UsersView::live();
+    let recent_users = view.recent();
+    let users = Consumer::new(pool.clone(), view, settings.clone(), signal.clone());
     // No request waits on the emails view: it reads larger batches less often.
     let emails = Consumer::new(
         pool.clone(),
@@ -47,6 +46,7 @@ pub fn start(
     );
     let models = ReadModels {
         users: users.handle(),
+        recent_users,
         emails: emails.handle(),
         signal,
     };

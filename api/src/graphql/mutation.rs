@@ -109,8 +109,13 @@ async fn run_and_read(
     user_id: Uuid,
     action: ClientAction,
 ) -> async_graphql::Result<User> {
-    run(ctx, user_id, action).await?;
-    Ok(fresh_user(&ctx.data_unchecked::<ApiContext>().pool, user_id).await?)
+    let committed = run(ctx, user_id, action).await?;
+    let api = ctx.data_unchecked::<ApiContext>();
+    // The users consumer of this process usually wrote the row just now: no round trip.
+    if let Some(row) = api.read_models.recent_users.get(user_id, committed.version) {
+        return Ok(User::from(row));
+    }
+    Ok(fresh_user(&api.pool, user_id).await?)
 }
 
 /// The mutation root.

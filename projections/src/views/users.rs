@@ -8,6 +8,7 @@
 //! page, counts and the overview's summary.
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
@@ -150,15 +151,49 @@ impl UserRow {
 pub struct UsersView {
     consumer: String,
     table: &'static str,
+    recent: RecentUsers,
+    /// Rows written by the batch in progress, remembered once it commits.
+    staged: Arc<Mutex<Vec<UserRow>>>,
+}
+
+/// Rows this process's users consumer wrote most recently, exactly as the table holds them
+/// (forgotten whenever another instance or a rebuild moved the consumer's checkpoint). The
+/// consumer reads a batch's rows from here rather than from the table, and a mutation that
+/// waited for its write reads its answer here.
+#[derive(Debug, Clone)]
+pub struct RecentUsers(Arc<Mutex<lru::LruCache<Uuid, UserRow>>>);
+
+/// Rows kept by [`RecentUsers`].
+const RECENT_ROWS: usize = 10_000;
+
+impl Default for RecentUsers {
+    fn default() -> Self {
+        Self(Arc::new(Mutex::new(lru::LruCache::new(
+            std::num::NonZeroUsize::new(RECENT_ROWS).unwrap_or(std::num::NonZeroUsize::MIN),
+        ))))
+    }
+}
+
+impl RecentUsers {
+    fn lock(&self) -> std::sync::MutexGuard<'_, lru::LruCache<Uuid, UserRow>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Client `id`'s row, if this process wrote it at version `at_least` or later.
+    pub fn get(&self, id: Uuid, at_least: i64) -> Option<UserRow> {
+        self.lock()
+            .get(&id)
+            .filter(|row| row.version >= at_least)
+            .cloned()
+    }
 }
 
 impl UsersView {
     /// The live view: consumer `users`, table `users`.
     pub fn live() -> Self {
-        Self {
-            consumer: "users".into(),
-            table: "users",
-        }
+        Self::into_table("users", "users")
     }
 
     /// A view written by consumer `consumer` into `table` (rebuilds).
@@ -166,7 +201,20 @@ impl UsersView {
         Self {
             consumer: consumer.into(),
             table,
+            recent: RecentUsers::default(),
+            staged: Arc::default(),
         }
+    }
+
+    fn staged_rows(&self) -> std::sync::MutexGuard<'_, Vec<UserRow>> {
+        self.staged
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The rows this view wrote most recently (shared with every clone).
+    pub fn recent(&self) -> RecentUsers {
+        self.recent.clone()
     }
 
     /// The table it writes.
@@ -180,23 +228,52 @@ impl Projection for UsersView {
         &self.consumer
     }
 
+    fn committed(&self) {
+        let staged = std::mem::take(&mut *self.staged_rows());
+        let mut recent = self.recent.lock();
+        for row in staged {
+            recent.put(row.id, row);
+        }
+    }
+
+    fn contended(&self) {
+        self.recent.lock().clear();
+    }
+
     async fn apply(&self, tx: &mut PgConnection, events: &[StoredEvent]) -> anyhow::Result<()> {
+        // Whatever an earlier batch staged was rolled back, or it would have been taken.
+        self.staged_rows().clear();
         let mut ids: Vec<Uuid> = events.iter().map(|e| e.user_id).collect();
         ids.sort_unstable();
         ids.dedup();
-        // `table` is one of our own static names, never input.
-        let existing: Vec<(serde_json::Value,)> = sqlx::query_as(&format!(
-            "select to_jsonb(t) from {} t where id = any($1)",
-            self.table
-        ))
-        .bind(&ids)
-        .fetch_all(&mut *tx)
-        .await
-        .context("loading users rows")?;
         let mut rows: HashMap<Uuid, UserRow> = HashMap::with_capacity(ids.len());
-        for (json,) in existing {
-            let row: UserRow = serde_json::from_value(json).context("reading a users row")?;
-            rows.insert(row.id, row);
+        {
+            let mut recent = self.recent.lock();
+            for id in &ids {
+                if let Some(row) = recent.get(id) {
+                    rows.insert(*id, row.clone());
+                }
+            }
+        }
+        let missing: Vec<Uuid> = ids
+            .iter()
+            .filter(|id| !rows.contains_key(id))
+            .copied()
+            .collect();
+        if !missing.is_empty() {
+            // `table` is one of our own static names, never input.
+            let existing: Vec<(serde_json::Value,)> = sqlx::query_as(&format!(
+                "select to_jsonb(t) from {} t where id = any($1)",
+                self.table
+            ))
+            .bind(&missing)
+            .fetch_all(&mut *tx)
+            .await
+            .context("loading users rows")?;
+            for (json,) in existing {
+                let row: UserRow = serde_json::from_value(json).context("reading a users row")?;
+                rows.insert(row.id, row);
+            }
         }
         let mut touched = Vec::with_capacity(ids.len());
         for stored in events {
@@ -227,7 +304,7 @@ impl Projection for UsersView {
         }
         let batch: Vec<&UserRow> = touched.iter().filter_map(|id| rows.get(id)).collect();
         let payload = serde_json::to_value(&batch).context("serializing users rows")?;
-        sqlx::query(&format!(
+        let written: Vec<UserRow> = sqlx::query_as(&format!(
             "insert into {t} select * from jsonb_populate_recordset(null::{t}, $1)
              on conflict (id) do update set
                 name = excluded.name, email = excluded.email,
@@ -241,13 +318,17 @@ impl Projection for UsersView {
                 score_as_of = excluded.score_as_of, next_score_change_at = excluded.next_score_change_at,
                 last_email_date = excluded.last_email_date, status = excluded.status,
                 created_at = excluded.created_at, updated_at = excluded.updated_at,
-                version = excluded.version",
+                version = excluded.version
+             returning *",
             t = self.table
         ))
         .bind(payload)
-        .execute(&mut *tx)
+        .fetch_all(&mut *tx)
         .await
         .context("upserting users rows")?;
+        // The rows as the table now holds them (its time precision, not ours), remembered
+        // once the batch commits.
+        *self.staged_rows() = written;
         Ok(())
     }
 }
