@@ -139,6 +139,7 @@ impl App {
                 tokens: Arc::new(parts.tokens),
                 email_writer,
                 rate_limiter: parts.rate_limit.map(|l| Arc::new(RateLimiter::new(l))),
+                parsed: Default::default(),
                 response_cache: (parts.response_cache_bytes > 0)
                     .then(|| Arc::new(ResponseCache::new(parts.response_cache_bytes))),
             },

@@ -105,14 +105,18 @@ fn count_aliases(set: &SelectionSet, doc: &ExecutableDocument, depth: usize) -> 
 
 /// Checks what the schema's own limits do not: aliases, and that GET carries no mutation.
 /// `Ok(true)` when the request reads only the views (its answer may be kept).
-fn precheck(request: &async_graphql::Request, over_get: bool) -> Result<bool, ApiError> {
-    let Ok(doc) = async_graphql::parser::parse_query(&request.query) else {
+fn precheck(
+    request: &async_graphql::Request,
+    doc: Option<&ExecutableDocument>,
+    over_get: bool,
+) -> Result<bool, ApiError> {
+    let Some(doc) = doc else {
         // Let the executor report the syntax error with its position.
         return Ok(false);
     };
     let mut aliases = 0;
     for (name, op) in doc.operations.iter() {
-        aliases += count_aliases(&op.node.selection_set.node, &doc, 0);
+        aliases += count_aliases(&op.node.selection_set.node, doc, 0);
         let selected = request
             .operation_name
             .as_deref()
@@ -131,7 +135,7 @@ fn precheck(request: &async_graphql::Request, over_get: bool) -> Result<bool, Ap
         ));
     }
     Ok(response_cache::reads_only_views(
-        &doc,
+        doc,
         request.operation_name.as_deref(),
     ))
 }
@@ -183,7 +187,8 @@ async fn execute(
     request: async_graphql::Request,
     over_get: bool,
 ) -> Response {
-    let reads_only_views = match precheck(&request, over_get) {
+    let doc = state.parsed.parse(&request.query);
+    let reads_only_views = match precheck(&request, doc.as_deref(), over_get) {
         Ok(views) => views,
         Err(error) if over_get => return refuse(StatusCode::METHOD_NOT_ALLOWED, &error),
         Err(error) => return refuse(StatusCode::BAD_REQUEST, &error),
@@ -209,10 +214,13 @@ async fn execute(
             }
         }
     }
-    let request = request
+    let mut request = request
         .data(principal)
         .data(meta)
         .data(Loaders::new(state.pool.clone()));
+    if let Some(doc) = doc {
+        request.set_parsed_query((*doc).clone());
+    }
     match tokio::time::timeout(REQUEST_TIMEOUT, state.schema.execute(request)).await {
         Ok(mut response) => {
             // Errors raised before any resolver ran (syntax, unknown fields, depth, complexity)

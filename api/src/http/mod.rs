@@ -3,6 +3,7 @@
 pub mod dashboard;
 pub mod graphql;
 pub mod health;
+pub mod parsed;
 pub mod playground;
 pub mod rate_limit;
 pub mod response_cache;
@@ -37,6 +38,8 @@ pub struct AppState {
     pub rate_limiter: Option<Arc<RateLimiter>>,
     /// Answers to view reads, kept until the views move (none: off).
     pub response_cache: Option<Arc<ResponseCache>>,
+    /// Parsed GraphQL documents, by their text.
+    pub parsed: parsed::ParsedQueries,
 }
 
 impl std::fmt::Debug for AppState {

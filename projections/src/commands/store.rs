@@ -25,7 +25,8 @@ use cqrs_es::{Aggregate, AggregateError, EventEnvelope, EventStore};
 use domain::client::Client;
 use postgres_es::PostgresEventRepository;
 use serde_json::Value;
-use sqlx::PgPool;
+use sqlx::pool::PoolConnection;
+use sqlx::{PgPool, Postgres};
 
 use crate::log::position::LogPosition;
 use crate::log::upcast::upcasters;
@@ -33,6 +34,10 @@ use crate::log::upcast::upcasters;
 tokio::task_local! {
     /// Where the events of the command running in this task landed, once persisted.
     static LANDED: std::cell::Cell<Option<(i64, LogPosition)>>;
+    /// The connection the command running in this task reads and appends on: sqlx tests
+    /// every connection given back to its pool with a round trip, so one checkout per
+    /// command instead of one per statement saves a round trip.
+    static CONNECTION: std::cell::RefCell<Option<PoolConnection<Postgres>>>;
 }
 
 /// Runs `command` and returns its output with the client's new version and the log position
@@ -40,12 +45,33 @@ tokio::task_local! {
 pub async fn landing<F: std::future::Future>(
     command: F,
 ) -> (F::Output, Option<(i64, LogPosition)>) {
-    LANDED
-        .scope(std::cell::Cell::new(None), async {
-            let output = command.await;
-            (output, LANDED.with(std::cell::Cell::get))
-        })
+    CONNECTION
+        .scope(
+            std::cell::RefCell::new(None),
+            LANDED.scope(std::cell::Cell::new(None), async {
+                let output = command.await;
+                (output, LANDED.with(std::cell::Cell::get))
+            }),
+        )
         .await
+}
+
+/// The command's connection (taken out while in use), or a fresh one outside a command.
+async fn take_connection(pool: &PgPool) -> Result<PoolConnection<Postgres>, PersistenceError> {
+    let held = CONNECTION
+        .try_with(|cell| cell.borrow_mut().take())
+        .ok()
+        .flatten();
+    match held {
+        Some(conn) => Ok(conn),
+        None => pool.acquire().await.map_err(persistence),
+    }
+}
+
+/// Puts the command's connection back for its next statement (outside a command, or after
+/// an error, it goes back to the pool).
+fn keep_connection(conn: PoolConnection<Postgres>) {
+    let _ = CONNECTION.try_with(|cell| *cell.borrow_mut() = Some(conn));
 }
 
 /// postgres-es's repository, persisting with one statement per command.
@@ -135,7 +161,10 @@ impl PersistedEventRepository for LogRepository {
             if let Some((aggregate_id, aggregate, current_snapshot)) = snapshot_update {
                 // The insert is the transaction's first write, so the transaction id it records
                 // orders it correctly for the log's readers.
-                let mut tx = self.pool.begin().await.map_err(persistence)?;
+                let mut conn = take_connection(&self.pool).await?;
+                let mut tx = sqlx::Connection::begin(&mut *conn)
+                    .await
+                    .map_err(persistence)?;
                 let landed = insert.fetch_all(&mut *tx).await.map_err(persistence)?;
                 let written = if current_snapshot == 1 {
                     sqlx::query(
@@ -170,10 +199,14 @@ impl PersistedEventRepository for LogRepository {
                     return Err(PersistenceError::OptimisticLockError);
                 }
                 tx.commit().await.map_err(persistence)?;
+                keep_connection(conn);
                 landed
             } else {
                 // One statement is its own transaction: no BEGIN and COMMIT round trips.
-                insert.fetch_all(&self.pool).await.map_err(persistence)?
+                let mut conn = take_connection(&self.pool).await?;
+                let landed = insert.fetch_all(&mut *conn).await.map_err(persistence)?;
+                keep_connection(conn);
+                landed
             };
         let last = landed.iter().max_by_key(|(sequence, _, _)| *sequence).map(
             |&(sequence, transaction_id, global_position)| {
@@ -203,6 +236,40 @@ impl PersistedEventRepository for LogRepository {
     }
 }
 
+/// Client `aggregate_id`'s events after `sequence`, oldest first.
+async fn events_after(
+    conn: &mut PoolConnection<Postgres>,
+    aggregate_id: &str,
+    sequence: usize,
+) -> Result<Vec<SerializedEvent>, PersistenceError> {
+    let rows: Vec<(i64, String, String, Value, Value)> = sqlx::query_as(
+        "select sequence, event_type, event_version, payload, metadata
+           from events
+          where aggregate_type = $1 and aggregate_id = $2 and sequence > $3
+          order by sequence",
+    )
+    .bind(Client::TYPE)
+    .bind(aggregate_id)
+    .bind(sequence as i64)
+    .fetch_all(&mut **conn)
+    .await
+    .map_err(persistence)?;
+    Ok(rows
+        .into_iter()
+        .map(|(sequence, event_type, event_version, payload, metadata)| {
+            SerializedEvent::new(
+                aggregate_id.to_owned(),
+                sequence as usize,
+                Client::TYPE.to_owned(),
+                event_type,
+                event_version,
+                payload,
+                metadata,
+            )
+        })
+        .collect())
+}
+
 /// A client as this process last saw it.
 #[derive(Clone)]
 struct Cached {
@@ -214,8 +281,7 @@ struct Cached {
 /// The snapshotting store with a cache of clients in front.
 pub struct CachingStore {
     inner: PersistedEventStore<LogRepository, Client>,
-    /// The same tables, for reading only the events after a cached client.
-    reads: LogRepository,
+    pool: PgPool,
     upcasters: Vec<Box<dyn EventUpcaster>>,
     snapshot_every: usize,
     cache: Arc<Mutex<lru::LruCache<String, Cached>>>,
@@ -231,7 +297,7 @@ impl CachingStore {
                 snapshot_every,
             )
             .with_upcasters(upcasters()),
-            reads: LogRepository::new(pool.clone()),
+            pool: pool.clone(),
             upcasters: upcasters(),
             snapshot_every,
             cache: Arc::new(Mutex::new(lru::LruCache::new(
@@ -266,10 +332,9 @@ impl CachingStore {
         aggregate_id: &str,
         cached: Cached,
     ) -> Result<EventStoreAggregateContext<Client>, PersistenceError> {
-        let later = self
-            .reads
-            .get_last_events::<Client>(aggregate_id, cached.sequence)
-            .await?;
+        let mut conn = take_connection(&self.pool).await?;
+        let later = events_after(&mut conn, aggregate_id, cached.sequence).await?;
+        keep_connection(conn);
         let mut context = EventStoreAggregateContext {
             aggregate_id: aggregate_id.to_owned(),
             aggregate: cached.client,
