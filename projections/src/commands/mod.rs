@@ -109,6 +109,53 @@ pub struct CommandBus {
     pool: PgPool,
     clock: Arc<dyn Clock>,
     max_attempts: u32,
+    turns: Turns,
+}
+
+/// Commands for one client take turns within this process. Two at once would both load the
+/// same version and one would lose at the append, be retried after a backoff and load again;
+/// waiting for the other to finish costs nothing of that. (Instances still race each other,
+/// and the version check at the append still decides.)
+#[derive(Clone, Default)]
+struct Turns(Arc<std::sync::Mutex<HashMap<Uuid, Arc<tokio::sync::Mutex<()>>>>>);
+
+impl Turns {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Arc<tokio::sync::Mutex<()>>>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Waits for client `id`'s turn.
+    async fn take(&self, id: Uuid) -> Turn {
+        let line = self.lock().entry(id).or_default().clone();
+        let guard = line.clone().lock_owned().await;
+        Turn {
+            turns: self.clone(),
+            id,
+            line,
+            guard: Some(guard),
+        }
+    }
+}
+
+/// A client's turn; the line is forgotten when nobody else waits in it.
+struct Turn {
+    turns: Turns,
+    id: Uuid,
+    line: Arc<tokio::sync::Mutex<()>>,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        self.guard.take();
+        let mut lines = self.turns.lock();
+        // Ours and the map's are the only references: nobody is waiting.
+        if Arc::strong_count(&self.line) == 2 {
+            lines.remove(&self.id);
+        }
+    }
 }
 
 impl std::fmt::Debug for CommandBus {
@@ -133,6 +180,7 @@ impl CommandBus {
             pool,
             clock,
             max_attempts: 12,
+            turns: Turns::default(),
         }
     }
 
@@ -194,6 +242,7 @@ impl CommandBus {
     ) -> Result<Committed, CommandError> {
         let aggregate_id = user_id.to_string();
         let metadata_map = metadata.to_map();
+        let _turn = self.turns.take(user_id).await;
         let mut attempt = 0;
         loop {
             attempt += 1;
