@@ -5,29 +5,9 @@
 
 mod common;
 
-use common::spawn_app;
+use common::{spawn_app, Captured};
 use serde_json::json;
 use sqlx::PgPool;
-
-/// Collects log output while installed.
-#[derive(Clone, Default)]
-struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    fn take(&self) -> String {
-        String::from_utf8(std::mem::take(&mut *self.0.lock().unwrap())).unwrap()
-    }
-}
 
 /// The statements sqlx ran, one line each (its debug log prints one summary line per
 /// statement, BEGIN and COMMIT included).

@@ -5,32 +5,12 @@
 mod common;
 
 use chrono::Duration;
-use common::spawn_app;
+use common::{spawn_app, Captured};
 use domain::client::{ClientAction, EmailContent, Generator, RecordEmail};
 use projections::commands::CommandMetadata;
 use serde_json::json;
 use sqlx::PgPool;
 use uuid::Uuid;
-
-/// Collects log output while installed.
-#[derive(Clone, Default)]
-struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    fn take(&self) -> String {
-        String::from_utf8(std::mem::take(&mut *self.0.lock().unwrap())).unwrap()
-    }
-}
 
 #[sqlx::test(migrator = "projections::db::MIGRATOR")]
 async fn a_page_of_users_with_their_emails_costs_the_same_queries_whatever_its_size(pool: PgPool) {
