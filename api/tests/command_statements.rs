@@ -55,8 +55,9 @@ async fn one_place_order_costs_a_bounded_number_of_statements(pool: PgPool) {
         sorted.sort_unstable();
         sorted[1]
     };
-    // 43 in four transactions when this test was written; 16 now (BEGINs are not logged):
-    // the load, the append, its commit, the users view's batch (read, lock, rows, upsert,
-    // checkpoint, commit), the read back, and each consumer's read and pending check.
+    // 43 in four transactions when this test was written; 13 now (BEGINs are not logged):
+    // the load and the append on one connection, the users view's batch (read, lock,
+    // upsert, checkpoint, commit, pending check), and the other readers' read and pending
+    // check. The slack is for a lazy checkpoint write or a worker's poll landing in a window.
     assert!(median <= 18, "one placeOrder ran {counts:?} statements");
 }
