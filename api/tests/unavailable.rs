@@ -37,6 +37,9 @@ async fn a_database_that_cannot_be_reached_is_unavailable() {
         "{ users(first: 5) { nodes { id } } }",
         "{ user(id: \"7f1c1a4e-1b6e-4f3e-9d55-0d7a0b4d8c11\") { id } }",
         "{ engagementSummary { users } }",
+        // A command loads the client first: the mutation is unavailable too, and says so.
+        "mutation { createUser(input: { name: \"Ada\", email: \"ada@example.com\" }) { id } }",
+        "mutation { placeOrder(userId: \"7f1c1a4e-1b6e-4f3e-9d55-0d7a0b4d8c11\", input: { orderId: \"o-1\", amount: \"10\" }) { id } }",
     ] {
         let body: Value = client
             .post(format!("{address}/graphql"))

@@ -103,23 +103,11 @@ impl From<ValidationError> for ApiError {
     }
 }
 
-/// Whether `error` says the database cannot be reached (rather than that a statement failed).
-fn unreachable_database(error: &sqlx::Error) -> bool {
-    matches!(
-        error,
-        sqlx::Error::Io(_)
-            | sqlx::Error::Tls(_)
-            | sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::WorkerCrashed
-    )
-}
-
 /// Whether a database error that says the server cannot be reached is anywhere in `e`'s chain.
 fn says_unreachable(e: &anyhow::Error) -> bool {
     e.chain()
         .filter_map(|cause| cause.downcast_ref::<sqlx::Error>())
-        .any(unreachable_database)
+        .any(projections::commands::unreachable_database)
 }
 
 impl ApiError {
@@ -171,6 +159,7 @@ impl From<CommandError> for ApiError {
         match e {
             CommandError::Rejected(e) => e.into(),
             CommandError::Conflict => Self::Conflict(CommandError::Conflict.to_string()),
+            CommandError::Unavailable(e) => Self::Unavailable(e),
             CommandError::Unexpected(e) => e.into(),
         }
     }

@@ -80,9 +80,25 @@ pub enum CommandError {
     /// Other writers kept changing the client; the caller may try again.
     #[error("the user was changed by others at the same time; try again")]
     Conflict,
+    /// The database cannot be reached now; the caller may try again later.
+    #[error("the database cannot be reached")]
+    Unavailable(#[source] anyhow::Error),
     /// The database or the event store failed.
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
+}
+
+/// Whether a database error says the server cannot be reached (rather than that a statement
+/// failed).
+pub fn unreachable_database(error: &sqlx::Error) -> bool {
+    matches!(
+        error,
+        sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed
+    )
 }
 
 /// What a successful command left behind.
@@ -273,6 +289,16 @@ impl CommandBus {
                 Err(AggregateError::AggregateConflict) => {
                     tracing::warn!(attempt, "giving up after repeated concurrent writes");
                     return Err(CommandError::Conflict);
+                }
+                Err(AggregateError::DatabaseConnectionError(error)) => {
+                    return Err(CommandError::Unavailable(anyhow::anyhow!("{error}")));
+                }
+                Err(AggregateError::UnexpectedError(error))
+                    if error
+                        .downcast_ref::<sqlx::Error>()
+                        .is_some_and(unreachable_database) =>
+                {
+                    return Err(CommandError::Unavailable(anyhow::anyhow!("{error}")));
                 }
                 Err(other) => {
                     return Err(CommandError::Unexpected(
