@@ -64,7 +64,13 @@ async function gqlIn(page, token, query, variables = {}) {
       headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${t}` },
       body: JSON.stringify({ query: q, variables: v }),
     });
-    return (await response.json()).data;
+    // Read as text first, so that an answer that is not JSON fails with what it was.
+    const text = await response.text();
+    try {
+      return JSON.parse(text).data;
+    } catch {
+      throw new Error(`${response.status} ${response.headers.get('content-type')}: ${JSON.stringify(text.slice(0, 200))}`);
+    }
   }, [token, query, variables]);
 }
 
