@@ -284,7 +284,8 @@ pub struct CachingStore {
     pool: PgPool,
     upcasters: Vec<Box<dyn EventUpcaster>>,
     snapshot_every: usize,
-    cache: Arc<Mutex<lru::LruCache<String, Cached>>>,
+    /// `None`: caching is off.
+    cache: Option<Arc<Mutex<lru::LruCache<String, Cached>>>>,
 }
 
 impl CachingStore {
@@ -300,20 +301,23 @@ impl CachingStore {
             pool: pool.clone(),
             upcasters: upcasters(),
             snapshot_every,
-            cache: Arc::new(Mutex::new(lru::LruCache::new(
-                NonZeroUsize::new(capacity).unwrap_or(NonZeroUsize::MIN),
-            ))),
+            cache: NonZeroUsize::new(capacity)
+                .map(|capacity| Arc::new(Mutex::new(lru::LruCache::new(capacity)))),
         }
     }
 
-    fn cache(&self) -> std::sync::MutexGuard<'_, lru::LruCache<String, Cached>> {
-        self.cache
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn cache(&self) -> Option<std::sync::MutexGuard<'_, lru::LruCache<String, Cached>>> {
+        self.cache.as_ref().map(|cache| {
+            cache
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        })
     }
 
     fn forget(&self, aggregate_id: &str) {
-        self.cache().pop(aggregate_id);
+        if let Some(mut cache) = self.cache() {
+            cache.pop(aggregate_id);
+        }
     }
 
     fn envelope(&self, event: SerializedEvent) -> Result<EventEnvelope<Client>, PersistenceError> {
@@ -364,7 +368,9 @@ impl EventStore<Client> for CachingStore {
         &self,
         aggregate_id: &str,
     ) -> Result<Self::AC, AggregateError<<Client as Aggregate>::Error>> {
-        let cached = self.cache().get(aggregate_id).cloned();
+        let cached = self
+            .cache()
+            .and_then(|mut cache| cache.get(aggregate_id).cloned());
         let Some(cached) = cached else {
             return self.inner.load_aggregate(aggregate_id).await;
         };
@@ -400,7 +406,9 @@ impl EventStore<Client> for CachingStore {
             Ok(envelopes) => {
                 match next {
                     Some(cached) => {
-                        self.cache().put(aggregate_id, cached);
+                        if let Some(mut cache) = self.cache() {
+                            cache.put(aggregate_id, cached);
+                        }
                     }
                     None => self.forget(&aggregate_id),
                 }
