@@ -143,6 +143,8 @@ fn create(id: uuid::Uuid) -> domain::client::ClientAction {
         email: EmailAddress::parse("kj@example.com").unwrap(),
         preferred_categories: Categories::default(),
         history: domain::client::ImportedHistory::default(),
+        external_id: None,
+        client_since: None,
     })
 }
 

@@ -346,6 +346,40 @@ impl OrderId {
     }
 }
 
+/// The id a client has in the retailer's own systems (`externalId`): 1..=200 printable
+/// characters, compared exactly after trimming.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ExternalId(String);
+
+impl ExternalId {
+    /// Parses an external id for the input `externalId`.
+    ///
+    /// # Errors
+    /// Empty, longer than 200 characters, or with control characters.
+    pub fn parse(raw: &str) -> Result<Self, ValidationError> {
+        let id = raw.trim();
+        if id.is_empty() || id.chars().count() > 200 || id.chars().any(char::is_control) {
+            return Err(ValidationError::new(
+                "externalId",
+                "must be 1 to 200 printable characters",
+            ));
+        }
+        Ok(Self(id.to_owned()))
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ExternalId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

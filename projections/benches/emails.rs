@@ -78,6 +78,8 @@ async fn main() -> anyhow::Result<()> {
                     preferred_categories: Categories::parse(&["Denim"], "c")
                         .expect("a valid constant"),
                     history: ImportedHistory::default(),
+                    external_id: None,
+                    client_since: None,
                 });
                 bus.execute(id, create, &meta).await?;
                 let low = ClientAction::SetEngagementScore(SetEngagementScore {

@@ -171,6 +171,8 @@ async fn live_lag(pool: &PgPool, duration: Duration) -> anyhow::Result<()> {
                     email: EmailAddress::parse("bench@example.com").expect("a valid constant"),
                     preferred_categories: Categories::default(),
                     history: ImportedHistory::default(),
+                    external_id: None,
+                    client_since: None,
                 });
                 for action in [create, order(n)] {
                     let committed = bus.execute(id, action, &meta).await?;

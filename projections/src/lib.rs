@@ -27,6 +27,7 @@ pub mod clock;
 pub mod commands;
 pub mod db;
 pub mod engagement;
+pub mod ingest;
 pub mod log;
 pub mod runtime;
 pub mod scheduler;

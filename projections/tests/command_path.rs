@@ -43,6 +43,8 @@ fn create(id: Uuid) -> ClientAction {
         email: EmailAddress::parse("grace@example.com").unwrap(),
         preferred_categories: Categories::parse(&["Knitwear"], "preferredCategories").unwrap(),
         history: ImportedHistory::default(),
+        external_id: None,
+        client_since: None,
     })
 }
 

@@ -53,6 +53,8 @@ fn create(id: Uuid, name: &str) -> ClientAction {
         preferred_categories: Categories::parse(&["Denim", "Shoes"], "preferredCategories")
             .unwrap(),
         history: ImportedHistory::default(),
+        external_id: None,
+        client_since: None,
     })
 }
 

@@ -28,6 +28,8 @@ fn create(id: Uuid, orders: u32) -> ClientAction {
             average_order_value: Money::parse("40", "averageOrderValue").unwrap(),
             last_order_at: None,
         },
+        external_id: None,
+        client_since: None,
     })
 }
 

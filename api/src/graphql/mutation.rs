@@ -6,11 +6,14 @@ use std::time::Duration;
 use async_graphql::{Context, InputObject, Object, ID};
 use chrono::{DateTime, Utc};
 use domain::client::{
-    ClientAction, CreateUser, ImportedHistory, PlaceOrder, SetEngagementScore, UpdateUser,
+    CancelOrder, ClientAction, CreateUser, ImportedHistory, PlaceOrder, SetEngagementScore,
+    UpdateUser,
 };
-use domain::values::{Categories, EmailAddress, Money, OrderId, Score, UserName};
+use domain::values::{Categories, EmailAddress, ExternalId, Money, OrderId, Score, UserName};
 use projections::commands::{CommandMetadata, Committed};
 use projections::engagement::jobs::{self, Retry};
+use projections::ingest::{Ingest, OrderRecord};
+use projections::log::position::LogPosition;
 use rust_decimal::Decimal;
 use uuid::Uuid;
 
@@ -18,7 +21,7 @@ use super::auth::{Principal, Role, RoleGuard};
 use super::errors::{ApiError, ApiResult};
 use super::ids::parse_id;
 use super::query::fresh_user;
-use super::types::{EmailJob, User};
+use super::types::{EmailJob, ImportRejection, ImportResult, User};
 use super::{ApiContext, RequestMeta};
 
 /// How long a mutation waits for the read model to show its write.
@@ -39,6 +42,9 @@ pub struct CreateUserInput {
     pub order_count: Option<i32>,
     /// Imported average order value.
     pub average_order_value: Option<Decimal>,
+    /// The client's id in the retailer's systems: unique; creating again with the same
+    /// external id reaches the same client.
+    pub external_id: Option<String>,
 }
 
 /// Changes to a client; absent fields stay as they are.
@@ -56,7 +62,27 @@ pub struct UpdateUserInput {
     pub order_count: Option<i32>,
     /// Corrected average order value.
     pub average_order_value: Option<Decimal>,
+    /// Gives a client without one its external id (it cannot be changed afterwards).
+    pub external_id: Option<String>,
 }
+
+/// One order of `importOrders`, naming its client by external id.
+#[derive(InputObject, Debug)]
+pub struct ImportOrderInput {
+    /// The client's id in the retailer's systems.
+    pub external_id: String,
+    /// Idempotency key, per client.
+    pub order_id: ID,
+    /// Amount.
+    pub amount: Decimal,
+    /// When the client placed it.
+    pub placed_at: DateTime<Utc>,
+    /// Categories it touched.
+    pub categories: Option<Vec<String>>,
+}
+
+/// Most orders one `importOrders` call takes.
+pub const IMPORT_ORDERS_MAX: usize = 1_000;
 
 /// An order.
 #[derive(InputObject, Debug)]
@@ -83,24 +109,41 @@ fn categories(value: Option<Vec<String>>, field: &str) -> ApiResult<Option<Categ
     Ok(value.map(|v| Categories::parse(&v, field)).transpose()?)
 }
 
-async fn run(ctx: &Context<'_>, user_id: Uuid, action: ClientAction) -> ApiResult<Committed> {
-    let api = ctx.data_unchecked::<ApiContext>();
+fn external_id(raw: Option<&str>) -> ApiResult<Option<ExternalId>> {
+    Ok(raw.map(ExternalId::parse).transpose()?)
+}
+
+/// The caller and request a command is recorded with.
+fn metadata(ctx: &Context<'_>) -> ApiResult<CommandMetadata> {
     let principal = ctx
         .data_opt::<Principal>()
         .ok_or(ApiError::Unauthenticated)?;
     let meta = ctx.data_opt::<RequestMeta>().cloned().unwrap_or_default();
-    let metadata = CommandMetadata {
+    Ok(CommandMetadata {
         actor: principal.actor.clone(),
         request_id: Some(meta.request_id.clone()),
         correlation_id: Some(meta.correlation_id.unwrap_or(meta.request_id)),
         causation_id: None,
-    };
-    let committed = api.commands.execute(user_id, action, &metadata).await?;
-    api.read_models
+    })
+}
+
+/// Waits until the users view has passed `position` (read-your-writes).
+async fn wait_for_users(ctx: &Context<'_>, position: LogPosition) -> ApiResult<()> {
+    ctx.data_unchecked::<ApiContext>()
+        .read_models
         .users
-        .wait_for(committed.position, READ_YOUR_WRITES)
+        .wait_for(position, READ_YOUR_WRITES)
         .await
-        .map_err(|e| ApiError::from(anyhow::Error::new(e)))?;
+        .map_err(|e| ApiError::from(anyhow::Error::new(e)))
+}
+
+async fn run(ctx: &Context<'_>, user_id: Uuid, action: ClientAction) -> ApiResult<Committed> {
+    let api = ctx.data_unchecked::<ApiContext>();
+    let committed = api
+        .commands
+        .execute(user_id, action, &metadata(ctx)?)
+        .await?;
+    wait_for_users(ctx, committed.position).await?;
     Ok(committed)
 }
 
@@ -110,7 +153,18 @@ async fn run_and_read(
     action: ClientAction,
 ) -> async_graphql::Result<User> {
     let committed = run(ctx, user_id, action).await?;
+    read_user(ctx, committed).await
+}
+
+/// Waits for `committed` to reach the users view, then answers with the user.
+async fn read_committed(ctx: &Context<'_>, committed: Committed) -> async_graphql::Result<User> {
+    wait_for_users(ctx, committed.position).await?;
+    read_user(ctx, committed).await
+}
+
+async fn read_user(ctx: &Context<'_>, committed: Committed) -> async_graphql::Result<User> {
     let api = ctx.data_unchecked::<ApiContext>();
+    let user_id = committed.user_id;
     // The users consumer of this process usually wrote the row just now: no round trip.
     if let Some(row) = api.read_models.recent_users.get(user_id, committed.version) {
         return Ok(User::from(row));
@@ -149,9 +203,17 @@ impl Mutation {
                     .unwrap_or(Money::ZERO),
                 last_order_at: input.last_order_date,
             },
+            external_id: external_id(input.external_id.as_deref())?,
+            client_since: None,
         };
-        let id = create.id;
-        run_and_read(ctx, id, ClientAction::CreateUser(create)).await
+        let metadata = metadata(ctx)?;
+        let api = ctx.data_unchecked::<ApiContext>();
+        let committed = api
+            .commands
+            .create_user(create, &metadata)
+            .await
+            .map_err(ApiError::from)?;
+        read_committed(ctx, committed).await
     }
 
     /// Changes a client's profile or imported order summary.
@@ -186,8 +248,16 @@ impl Mutation {
                 .average_order_value
                 .map(|v| money(v, "averageOrderValue"))
                 .transpose()?,
+            external_id: external_id(input.external_id.as_deref())?,
         };
-        run_and_read(ctx, id, ClientAction::UpdateUser(update)).await
+        let metadata = metadata(ctx)?;
+        let api = ctx.data_unchecked::<ApiContext>();
+        let committed = api
+            .commands
+            .update_user(id, update, &metadata)
+            .await
+            .map_err(ApiError::from)?;
+        read_committed(ctx, committed).await
     }
 
     /// Deletes a client (admin). Returns the id.
@@ -215,6 +285,71 @@ impl Mutation {
             categories: categories(input.categories, "categories")?.unwrap_or_default(),
         };
         run_and_read(ctx, id, ClientAction::PlaceOrder(order)).await
+    }
+
+    /// Many orders at once (at most 1,000 per call), each idempotent on (client, orderId).
+    /// Recorded as order history: the scores they lead to do not trigger emails by
+    /// themselves. Rows that cannot be taken are listed with their index and field; the rest
+    /// go in.
+    #[graphql(guard = "RoleGuard::new(Role::Operator)")]
+    async fn import_orders(
+        &self,
+        ctx: &Context<'_>,
+        orders: Vec<ImportOrderInput>,
+    ) -> async_graphql::Result<ImportResult> {
+        if orders.len() > IMPORT_ORDERS_MAX {
+            return Err(ApiError::validation(
+                "orders",
+                format!("at most {IMPORT_ORDERS_MAX} orders per call"),
+            )
+            .into());
+        }
+        let mut rejected = Vec::new();
+        let mut records = Vec::with_capacity(orders.len());
+        for (index, input) in orders.into_iter().enumerate() {
+            match import_record(index as u64, input) {
+                Ok(record) => records.push(record),
+                Err(error) => rejected.push(error),
+            }
+        }
+        let api = ctx.data_unchecked::<ApiContext>();
+        let ingest = Ingest::new(&api.commands, api.pool.clone(), metadata(ctx)?, true);
+        let report = ingest.orders(records).await.map_err(ApiError::from)?;
+        if let Some(position) = report.position {
+            wait_for_users(ctx, position).await?;
+        }
+        rejected.extend(report.rejected.iter().map(|r| ImportRejection {
+            index: i32::try_from(r.line).unwrap_or(i32::MAX),
+            field: r.field.clone(),
+            message: r.message.clone(),
+        }));
+        rejected.sort_by_key(|r| r.index);
+        Ok(ImportResult {
+            accepted: i32::try_from(report.accepted).unwrap_or(i32::MAX),
+            duplicates: i32::try_from(report.duplicates).unwrap_or(i32::MAX),
+            rejected,
+        })
+    }
+
+    /// Cancels (or refunds) an order: it stops counting toward the score, the order count
+    /// and the average value. Cancelling twice records it once.
+    #[graphql(guard = "RoleGuard::new(Role::Operator)")]
+    async fn cancel_order(
+        &self,
+        ctx: &Context<'_>,
+        user_id: ID,
+        order_id: ID,
+        reason: Option<String>,
+    ) -> async_graphql::Result<User> {
+        let id = parse_id(&user_id, "userId")?;
+        if reason.as_deref().is_some_and(|r| r.chars().count() > 500) {
+            return Err(ApiError::validation("reason", "must be at most 500 characters").into());
+        }
+        let cancel = CancelOrder {
+            order_id: OrderId::parse(order_id.as_str()).map_err(ApiError::from)?,
+            reason,
+        };
+        run_and_read(ctx, id, ClientAction::CancelOrder(cancel)).await
     }
 
     /// The seed's manual override, for demos and corrections; recorded with who and why.
@@ -278,4 +413,32 @@ impl Mutation {
             .into()),
         }
     }
+}
+
+/// Parses one `importOrders` row; a bad one is rejected with its index and field.
+fn import_record(index: u64, input: ImportOrderInput) -> Result<OrderRecord, ImportRejection> {
+    let reject = |e: ApiError| {
+        let (field, message) = match e {
+            ApiError::Validation { field, message } => (Some(field), message),
+            other => (None, other.to_graphql().message),
+        };
+        ImportRejection {
+            index: i32::try_from(index).unwrap_or(i32::MAX),
+            field,
+            message,
+        }
+    };
+    let parse = || -> ApiResult<OrderRecord> {
+        Ok(OrderRecord {
+            line: index,
+            external_id: ExternalId::parse(&input.external_id)?,
+            order: PlaceOrder {
+                order_id: OrderId::parse(input.order_id.as_str())?,
+                amount: money(input.amount, "amount")?,
+                placed_at: input.placed_at,
+                categories: categories(input.categories.clone(), "categories")?.unwrap_or_default(),
+            },
+        })
+    };
+    parse().map_err(reject)
 }

@@ -127,6 +127,30 @@ impl Query {
             .map(User::from))
     }
 
+    /// A client by the id the retailer's own systems use.
+    async fn user_by_external_id(
+        &self,
+        ctx: &Context<'_>,
+        external_id: String,
+    ) -> async_graphql::Result<Option<User>> {
+        let external_id =
+            domain::values::ExternalId::parse(&external_id).map_err(ApiError::from)?;
+        let api = ctx.data_unchecked::<ApiContext>();
+        let Some(id) = api
+            .commands
+            .resolve_external_id(external_id.as_str())
+            .await
+            .map_err(ApiError::from)?
+        else {
+            return Ok(None);
+        };
+        Ok(ctx
+            .data_unchecked::<Loaders>()
+            .user(id)
+            .await?
+            .map(User::from))
+    }
+
     /// Clients, filtered and ordered, a page at a time.
     #[graphql(complexity = "cursor::page_size(first).unwrap_or(0) as usize * child_complexity")]
     async fn users(

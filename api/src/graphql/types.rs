@@ -108,6 +108,8 @@ pub struct ClientFields {
     pub last_email_date: Option<DateTime<Utc>>,
     /// Status.
     pub status: UserStatus,
+    /// The client's id in the retailer's own systems.
+    pub external_id: Option<String>,
 }
 
 /// A client, from the users read model.
@@ -150,6 +152,7 @@ impl From<UserRow> for User {
                 at_risk: row.at_risk,
                 last_email_date: row.last_email_date,
                 status: row.status.into(),
+                external_id: row.external_id,
             },
         }
     }
@@ -344,6 +347,7 @@ impl UserState {
                 status: domain::client::ClientStatus::of(client.lifecycle())
                     .unwrap_or(domain::client::ClientStatus::Active)
                     .into(),
+                external_id: client.external_id().map(str::to_owned),
             },
             score_breakdown: score.map(|s| ScoreBreakdown {
                 policy: s.policy.clone(),
@@ -550,4 +554,26 @@ impl EventConnection {
             .collect::<ApiResult<Vec<_>>>()?;
         Ok(Self::from_page(items, limit, total))
     }
+}
+
+/// What `importOrders` did.
+#[derive(SimpleObject, Clone, Debug)]
+pub struct ImportResult {
+    /// Orders recorded now.
+    pub accepted: i32,
+    /// Orders recorded before (the same client and order id).
+    pub duplicates: i32,
+    /// Orders not taken, with why.
+    pub rejected: Vec<ImportRejection>,
+}
+
+/// An order `importOrders` did not take.
+#[derive(SimpleObject, Clone, Debug)]
+pub struct ImportRejection {
+    /// Its index in the request.
+    pub index: i32,
+    /// The offending field, when one is to blame.
+    pub field: Option<String>,
+    /// What is wrong.
+    pub message: String,
 }

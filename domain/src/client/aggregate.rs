@@ -4,7 +4,7 @@
 //! event into the state. Every command is idempotent: against a state that already holds its
 //! effect it decides no events and succeeds, which is what makes retries safe.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
@@ -14,19 +14,19 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::commands::{
-    ClientAction, ClientCommand, CreateUser, PlaceOrder, RecordEmail, SetEngagementScore,
-    UpdateUser,
+    CancelOrder, ClientAction, ClientCommand, CreateUser, PlaceOrder, PlaceOrders, RecordEmail,
+    SetEngagementScore, UpdateUser,
 };
 use super::errors::ClientError;
 use super::events::{
-    ClientEvent, EmailGenerated, OrderPlaced, OrderSummary, ScoreCause, UserCreated, UserDeleted,
-    UserScored, UserUnsubscribed, UserUpdated,
+    ClientEvent, EmailGenerated, OrderCancelled, OrderPlaced, OrderSummary, ScoreCause,
+    UserCreated, UserDeleted, UserScored, UserUnsubscribed, UserUpdated,
 };
 use crate::scoring::{Band, CadenceV2, ClientFacts, ScoreFactor, ScoringPolicy};
 use crate::values::{Money, ValidationError};
 
 /// How far in the future a client-supplied timestamp may lie (clock skew between systems).
-const FUTURE_TOLERANCE_MINUTES: i64 = 5;
+pub const FUTURE_TOLERANCE_MINUTES: i64 = 5;
 
 /// What the aggregate needs from outside: the scoring policy and the email rules.
 #[derive(Debug, Clone)]
@@ -80,6 +80,17 @@ pub struct ScoreState {
     pub next_change_at: Option<DateTime<Utc>>,
 }
 
+/// One recorded order, as far as a later cancellation needs it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderLine {
+    /// Amount in cents.
+    pub amount_cents: i64,
+    /// When the client placed it.
+    pub placed_at: DateTime<Utc>,
+    /// Cancelled or refunded: it no longer counts.
+    pub cancelled: bool,
+}
+
 /// A client of the retailer, as its events tell it.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Client {
@@ -88,8 +99,18 @@ pub struct Client {
     name: String,
     email: String,
     preferred_categories: Vec<String>,
+    #[serde(default)]
+    external_id: Option<String>,
     orders: OrderSummary,
+    /// Every order id recorded, cancelled ones included (placing one again is a duplicate).
     order_ids: BTreeSet<String>,
+    /// The recorded orders by id.
+    #[serde(default)]
+    order_lines: BTreeMap<String, OrderLine>,
+    /// The last order date given by an older system (creation or a correction), which no
+    /// recorded order stands for.
+    #[serde(default)]
+    history_last_order_at: Option<DateTime<Utc>>,
     email_ids: BTreeSet<Uuid>,
     last_email_at: Option<DateTime<Utc>>,
     score: Option<ScoreState>,
@@ -120,22 +141,44 @@ impl Aggregate for Client {
         self.updated_at = Some(event.occurred_at());
         match event {
             ClientEvent::UserCreated(e) => {
+                self.created_at = Some(e.client_since());
                 self.id = Some(e.user_id);
                 self.lifecycle = Lifecycle::Active;
                 self.name = e.name;
                 self.email = e.email;
                 self.preferred_categories = e.preferred_categories;
+                self.history_last_order_at = e.orders.last_order_at;
                 self.orders = e.orders;
-                self.created_at = Some(e.created_at);
+                self.external_id = e.external_id;
             }
             ClientEvent::UserUpdated(e) => {
                 self.name = e.name;
                 self.email = e.email;
                 self.preferred_categories = e.preferred_categories;
+                if e.changed.iter().any(|c| c == "lastOrderDate") {
+                    self.history_last_order_at = e.orders.last_order_at;
+                }
                 self.orders = e.orders;
+                if e.external_id.is_some() {
+                    self.external_id = e.external_id;
+                }
             }
             ClientEvent::OrderPlaced(e) => {
+                self.order_lines.insert(
+                    e.order_id.clone(),
+                    OrderLine {
+                        amount_cents: e.amount_cents,
+                        placed_at: e.placed_at,
+                        cancelled: false,
+                    },
+                );
                 self.order_ids.insert(e.order_id);
+                self.orders = e.orders;
+            }
+            ClientEvent::OrderCancelled(e) => {
+                if let Some(line) = self.order_lines.get_mut(&e.order_id) {
+                    line.cancelled = true;
+                }
                 self.orders = e.orders;
             }
             ClientEvent::UserScored(e) => {
@@ -194,7 +237,12 @@ impl Client {
         match command.action {
             ClientAction::CreateUser(create) => self.create(create, now, &mut decision)?,
             ClientAction::UpdateUser(update) => self.update(update, now, &mut decision)?,
-            ClientAction::PlaceOrder(order) => self.place_order(order, now, &mut decision)?,
+            ClientAction::PlaceOrder(order) => place_order(order, now, &mut decision)?,
+            ClientAction::PlaceOrders(batch) => {
+                place_orders(batch, now, services, &mut decision)?;
+                return Ok(decision.events);
+            }
+            ClientAction::CancelOrder(cancel) => self.cancel_order(cancel, now, &mut decision)?,
             ClientAction::SetEngagementScore(set) => {
                 self.set_score(set, now, services, &mut decision);
                 return Ok(decision.events);
@@ -236,8 +284,11 @@ impl Client {
             create.history.average_order_value,
             last_order_at,
         );
+        let client_since = not_in_future(create.client_since, now, "createdAt")?;
+        let external_id = create.external_id.map(|id| id.as_str().to_owned());
         if self.lifecycle != Lifecycle::New {
             let same = self.id == Some(create.id)
+                && (external_id.is_none() || self.external_id == external_id)
                 && self.name == create.name.as_str()
                 && self.email == create.email.as_str()
                 && self.preferred_categories == create.preferred_categories.as_slice()
@@ -257,6 +308,8 @@ impl Client {
             preferred_categories: create.preferred_categories.as_slice().to_vec(),
             orders,
             created_at: now,
+            external_id,
+            client_since: client_since.filter(|since| *since < now),
         }));
         Ok(())
     }
@@ -313,6 +366,21 @@ impl Client {
                 ..corrected
             };
         }
+        let external_id = match update.external_id {
+            Some(id) if self.external_id.as_deref() == Some(id.as_str()) => None,
+            Some(_) if self.external_id.is_some() => {
+                return Err(ValidationError::new(
+                    "externalId",
+                    "this user already has another external id; it cannot be changed",
+                )
+                .into())
+            }
+            Some(id) => {
+                changed.push("externalId");
+                Some(id.as_str().to_owned())
+            }
+            None => None,
+        };
         if changed.is_empty() {
             return Ok(());
         }
@@ -323,52 +391,57 @@ impl Client {
             preferred_categories,
             orders,
             updated_at: now,
+            external_id,
         }));
         Ok(())
     }
 
-    fn place_order(
+    fn cancel_order(
         &self,
-        order: PlaceOrder,
+        cancel: CancelOrder,
         now: DateTime<Utc>,
         decision: &mut Decision,
     ) -> Result<(), ClientError> {
-        if self.order_ids.contains(order.order_id.as_str()) {
+        let id = cancel.order_id.as_str();
+        let Some(line) = self.order_lines.get(id) else {
+            return Err(
+                ValidationError::new("orderId", "this user has no order with this id").into(),
+            );
+        };
+        if line.cancelled {
             return Ok(());
         }
-        let placed_at = not_in_future(Some(order.placed_at), now, "placedAt")?.unwrap_or(now);
+        let remaining = || {
+            self.order_lines
+                .iter()
+                .filter(|(other, line)| other.as_str() != id && !line.cancelled)
+                .map(|(_, line)| line.placed_at)
+        };
         let previous = &self.orders;
-        let order_count = previous
-            .order_count
-            .checked_add(1)
-            .ok_or_else(|| ValidationError::new("orderId", "this client has too many orders"))?;
-        let total = previous.total_spent_cents + order.amount.cents();
+        let order_count = previous.order_count.saturating_sub(1);
+        let total = (previous.total_spent_cents - line.amount_cents).max(0);
+        let average = if order_count == 0 {
+            0
+        } else {
+            Money::average(Money::from_cents(total, "amount")?, order_count).cents()
+        };
         let orders = OrderSummary {
             order_count,
             total_spent_cents: total,
-            average_order_value_cents: Money::average(
-                Money::from_cents(total, "amount")?,
-                order_count,
-            )
-            .cents(),
-            last_order_at: Some(
-                previous
-                    .last_order_at
-                    .map_or(placed_at, |t| t.max(placed_at)),
-            ),
-            first_order_at: Some(
-                previous
-                    .first_order_at
-                    .map_or(placed_at, |t| t.min(placed_at)),
-            ),
+            average_order_value_cents: average,
+            last_order_at: remaining().chain(self.history_last_order_at).max(),
+            first_order_at: remaining().min(),
         };
-        decision.push(ClientEvent::OrderPlaced(OrderPlaced {
-            order_id: order.order_id.as_str().to_owned(),
-            amount_cents: order.amount.cents(),
-            placed_at,
-            categories: order.categories.as_slice().to_vec(),
+        let reason = cancel
+            .reason
+            .map(|r| r.trim().to_owned())
+            .filter(|r| !r.is_empty());
+        decision.push(ClientEvent::OrderCancelled(OrderCancelled {
+            order_id: id.to_owned(),
+            amount_cents: line.amount_cents,
+            reason,
             orders,
-            recorded_at: now,
+            cancelled_at: now,
         }));
         Ok(())
     }
@@ -518,6 +591,10 @@ impl Client {
     pub fn name(&self) -> &str {
         &self.name
     }
+    /// The client's id in the retailer's systems.
+    pub fn external_id(&self) -> Option<&str> {
+        self.external_id.as_deref()
+    }
     /// Email address.
     pub fn email(&self) -> &str {
         &self.email
@@ -605,6 +682,91 @@ impl Decision {
             next_change_at: assessment.next_change_at,
         }));
     }
+}
+
+/// Records `order` on the state decided so far (so an id repeated within one batch counts
+/// once).
+fn place_order(
+    order: PlaceOrder,
+    now: DateTime<Utc>,
+    decision: &mut Decision,
+) -> Result<(), ClientError> {
+    let state = &decision.state;
+    if state.order_ids.contains(order.order_id.as_str()) {
+        return Ok(());
+    }
+    let placed_at = not_in_future(Some(order.placed_at), now, "placedAt")?.unwrap_or(now);
+    let previous = &state.orders;
+    let order_count = previous
+        .order_count
+        .checked_add(1)
+        .ok_or_else(|| ValidationError::new("orderId", "this client has too many orders"))?;
+    let total = previous.total_spent_cents + order.amount.cents();
+    let orders = OrderSummary {
+        order_count,
+        total_spent_cents: total,
+        average_order_value_cents: Money::average(Money::from_cents(total, "amount")?, order_count)
+            .cents(),
+        last_order_at: Some(
+            previous
+                .last_order_at
+                .map_or(placed_at, |t| t.max(placed_at)),
+        ),
+        first_order_at: Some(
+            previous
+                .first_order_at
+                .map_or(placed_at, |t| t.min(placed_at)),
+        ),
+    };
+    decision.push(ClientEvent::OrderPlaced(OrderPlaced {
+        order_id: order.order_id.as_str().to_owned(),
+        amount_cents: order.amount.cents(),
+        placed_at,
+        categories: order.categories.as_slice().to_vec(),
+        orders,
+        recorded_at: now,
+    }));
+    Ok(())
+}
+
+/// Records a batch of orders as one-by-one placement would, but with one score at the end:
+/// the client is rescored after every order (so the band walks the same path through the
+/// policy's hysteresis) and only the last change is kept, with the score before the batch as
+/// its previous score.
+fn place_orders(
+    batch: PlaceOrders,
+    now: DateTime<Utc>,
+    services: &ClientServices,
+    decision: &mut Decision,
+) -> Result<(), ClientError> {
+    let before = decision.state.score.clone();
+    let cause = if batch.history {
+        ScoreCause::Imported
+    } else {
+        ScoreCause::Activity
+    };
+    for order in batch.orders {
+        let placed = decision.events.len();
+        place_order(order, now, decision)?;
+        if decision.events.len() > placed {
+            decision.rescore(services, now, cause);
+        }
+    }
+    let mut last_score = None;
+    let mut kept = Vec::with_capacity(decision.events.len());
+    for event in std::mem::take(&mut decision.events) {
+        match event {
+            ClientEvent::UserScored(scored) => last_score = Some(scored),
+            other => kept.push(other),
+        }
+    }
+    if let Some(mut scored) = last_score {
+        scored.previous_score = before.as_ref().map(|s| s.score);
+        scored.previous_band = before.as_ref().map(|s| s.band);
+        kept.push(ClientEvent::UserScored(scored));
+    }
+    decision.events = kept;
+    Ok(())
 }
 
 fn not_in_future(

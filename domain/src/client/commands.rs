@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::events::{EmailTrigger, Generator, TokenUsage};
-use crate::values::{Categories, EmailAddress, Money, OrderId, Score, UserName};
+use crate::values::{Categories, EmailAddress, ExternalId, Money, OrderId, Score, UserName};
 
 /// Order history imported from an older system.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -31,6 +31,11 @@ pub struct CreateUser {
     pub preferred_categories: Categories,
     /// Imported order summary.
     pub history: ImportedHistory,
+    /// The client's id in the retailer's systems (its uniqueness is kept by the caller's
+    /// reservation; the stream records it).
+    pub external_id: Option<ExternalId>,
+    /// Since when the client has been a client there, if before today (an import).
+    pub client_since: Option<DateTime<Utc>>,
 }
 
 /// Change any of a client's fields; `None` leaves a field as it is.
@@ -48,6 +53,8 @@ pub struct UpdateUser {
     pub order_count: Option<u32>,
     /// Corrected average order value.
     pub average_order_value: Option<Money>,
+    /// The client's id in the retailer's systems, for a client who has none yet.
+    pub external_id: Option<ExternalId>,
 }
 
 /// Record an order; the same `order_id` twice records it once.
@@ -61,6 +68,27 @@ pub struct PlaceOrder {
     pub placed_at: DateTime<Utc>,
     /// Categories it touched.
     pub categories: Categories,
+}
+
+/// Record many orders of one client at once (an import): the same orders and the same final
+/// state as placing them one by one, in one append.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlaceOrders {
+    /// The orders, in the order given; ids already recorded (or repeated) are skipped.
+    pub orders: Vec<PlaceOrder>,
+    /// Old history rather than live activity: the new score is recorded with cause
+    /// `imported`, which the process manager does not act on (a lapse long past is not a
+    /// reason to email today).
+    pub history: bool,
+}
+
+/// Cancel (or refund) a recorded order: it stops counting toward the order summary and score.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CancelOrder {
+    /// The order to cancel.
+    pub order_id: OrderId,
+    /// Why (shown in the history).
+    pub reason: Option<String>,
 }
 
 /// The seed's manual override of the score.
@@ -111,6 +139,10 @@ pub enum ClientAction {
     UpdateUser(UpdateUser),
     /// Record an order.
     PlaceOrder(PlaceOrder),
+    /// Record many orders at once.
+    PlaceOrders(PlaceOrders),
+    /// Cancel a recorded order.
+    CancelOrder(CancelOrder),
     /// Set the score by hand.
     SetEngagementScore(SetEngagementScore),
     /// Recompute the score as of `now` (time has passed, or the policy changed).
@@ -144,6 +176,8 @@ impl ClientCommand {
             ClientAction::CreateUser(_) => "create_user",
             ClientAction::UpdateUser(_) => "update_user",
             ClientAction::PlaceOrder(_) => "place_order",
+            ClientAction::PlaceOrders(_) => "place_orders",
+            ClientAction::CancelOrder(_) => "cancel_order",
             ClientAction::SetEngagementScore(_) => "set_engagement_score",
             ClientAction::Rescore => "rescore",
             ClientAction::RecordEmail(_) => "record_email",

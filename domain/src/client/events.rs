@@ -22,6 +22,8 @@ pub enum ClientEvent {
     UserUpdated(UserUpdated),
     /// An order was recorded.
     OrderPlaced(OrderPlaced),
+    /// A recorded order was cancelled or refunded.
+    OrderCancelled(OrderCancelled),
     /// The engagement score or band changed.
     UserScored(UserScored),
     /// A re-engagement email was written for the client.
@@ -39,6 +41,7 @@ impl ClientEvent {
             Self::UserCreated(e) => e.created_at,
             Self::UserUpdated(e) => e.updated_at,
             Self::OrderPlaced(e) => e.recorded_at,
+            Self::OrderCancelled(e) => e.cancelled_at,
             Self::UserScored(e) => e.as_of,
             Self::EmailGenerated(e) => e.generated_at,
             Self::UserUnsubscribed(e) => e.unsubscribed_at,
@@ -53,6 +56,7 @@ impl DomainEvent for ClientEvent {
             Self::UserCreated(_) => "UserCreated",
             Self::UserUpdated(_) => "UserUpdated",
             Self::OrderPlaced(_) => "OrderPlaced",
+            Self::OrderCancelled(_) => "OrderCancelled",
             Self::UserScored(_) => "UserScored",
             Self::EmailGenerated(_) => "EmailGenerated",
             Self::UserUnsubscribed(_) => "UserUnsubscribed",
@@ -98,6 +102,20 @@ pub struct UserCreated {
     pub orders: OrderSummary,
     /// When.
     pub created_at: DateTime<Utc>,
+    /// The client's id in the retailer's systems.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_id: Option<String>,
+    /// Since when the client has been a client there (an import), if before `created_at`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_since: Option<DateTime<Utc>>,
+}
+
+impl UserCreated {
+    /// Since when the person has been a client: the retailer's date for an import, or the
+    /// moment we created them.
+    pub fn client_since(&self) -> DateTime<Utc> {
+        self.client_since.unwrap_or(self.created_at)
+    }
 }
 
 /// A client's profile or imported order summary was changed.
@@ -116,6 +134,9 @@ pub struct UserUpdated {
     pub orders: OrderSummary,
     /// When.
     pub updated_at: DateTime<Utc>,
+    /// The client's external id after the change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_id: Option<String>,
 }
 
 /// An order was recorded (once per order id).
@@ -136,6 +157,22 @@ pub struct OrderPlaced {
     pub recorded_at: DateTime<Utc>,
 }
 
+/// A recorded order was cancelled or refunded: it no longer counts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderCancelled {
+    /// The order's id.
+    pub order_id: String,
+    /// Its amount in cents (no longer counted).
+    pub amount_cents: i64,
+    /// Why, as the caller said.
+    pub reason: Option<String>,
+    /// Order summary without this order.
+    pub orders: OrderSummary,
+    /// When we recorded the cancellation.
+    pub cancelled_at: DateTime<Utc>,
+}
+
 /// Why a score was (re)computed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -146,6 +183,8 @@ pub enum ScoreCause {
     TimePassed,
     /// An operator set it by hand.
     Manual,
+    /// Order history was imported: a past lapse, not a reason to act today.
+    Imported,
 }
 
 /// The engagement score changed; carries the whole assessment.

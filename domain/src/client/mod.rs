@@ -16,7 +16,9 @@ pub mod status;
 #[cfg(test)]
 mod tests;
 
-pub use aggregate::{Client, ClientServices, Lifecycle, ScoreState, MANUAL_POLICY};
+pub use aggregate::{
+    Client, ClientServices, Lifecycle, ScoreState, FUTURE_TOLERANCE_MINUTES, MANUAL_POLICY,
+};
 pub use commands::*;
 pub use errors::ClientError;
 pub use events::*;

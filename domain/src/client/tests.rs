@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use super::*;
 use crate::scoring::{Band, ScoringPolicy, SeedV1};
-use crate::values::{Categories, EmailAddress, Money, OrderId, Score, UserName};
+use crate::values::{Categories, EmailAddress, ExternalId, Money, OrderId, Score, UserName};
 
 type ClientTest = TestFramework<Client>;
 
@@ -38,6 +38,8 @@ fn create_user() -> CreateUser {
         email: EmailAddress::parse("ada@example.com").unwrap(),
         preferred_categories: Categories::parse(&["Denim"], "preferredCategories").unwrap(),
         history: ImportedHistory::default(),
+        external_id: None,
+        client_since: None,
     }
 }
 
@@ -618,4 +620,182 @@ fn a_manual_score_holds_through_an_email_and_an_opt_out_but_not_through_an_order
         .inspect_result()
         .unwrap();
     assert_eq!(scored(&after_order)[0].policy, "seed-v1");
+}
+
+fn placed(id: &str, amount: &str, placed_at: DateTime<Utc>) -> PlaceOrder {
+    PlaceOrder {
+        order_id: OrderId::parse(id).unwrap(),
+        amount: Money::parse(amount, "amount").unwrap(),
+        placed_at,
+        categories: Categories::default(),
+    }
+}
+
+#[test]
+fn a_batch_of_orders_ends_where_one_by_one_placement_ends_with_one_score() {
+    let orders = vec![
+        placed("o1", "10.00", day(-400)),
+        placed("o2", "20.00", day(-300)),
+        placed("o1", "99.00", day(-200)),
+        placed("o3", "30.50", day(-10)),
+    ];
+    let one_by_one = replay(
+        &[
+            created(),
+            history_from(
+                &created(),
+                orders
+                    .iter()
+                    .map(|o| at(ClientAction::PlaceOrder(o.clone()), day(1)))
+                    .collect(),
+            ),
+        ]
+        .concat(),
+    );
+    let batch_events = history_from(
+        &created(),
+        vec![at(
+            ClientAction::PlaceOrders(PlaceOrders {
+                orders,
+                history: true,
+            }),
+            day(1),
+        )],
+    );
+    let batched = replay(&[created(), batch_events.clone()].concat());
+    assert_eq!(batched.orders(), one_by_one.orders());
+    assert_eq!(batched.orders().order_count, 3);
+    assert_eq!(batched.orders().total_spent_cents, 6_050);
+    assert_eq!(
+        batched.score().map(|s| (s.score, s.band)),
+        one_by_one.score().map(|s| (s.score, s.band))
+    );
+    let scores = scored(&batch_events);
+    assert_eq!(scores.len(), 1, "one score for the whole batch");
+    assert_eq!(scores[0].cause, ScoreCause::Imported);
+    let first = created();
+    assert_eq!(scores[0].previous_score, Some(scored(&first)[0].score));
+    assert_eq!(
+        batch_events.len(),
+        4,
+        "three orders (the repeated id counts once) and one score"
+    );
+    // The same batch again records nothing.
+    let again = history_from(
+        &[created(), batch_events].concat(),
+        vec![at(
+            ClientAction::PlaceOrders(PlaceOrders {
+                orders: vec![placed("o2", "20.00", day(-300))],
+                history: true,
+            }),
+            day(2),
+        )],
+    );
+    assert!(again.is_empty());
+}
+
+#[test]
+fn a_cancelled_order_stops_counting_and_cancelling_twice_records_once() {
+    let given = [
+        created(),
+        history_from(
+            &created(),
+            vec![
+                at(order("o1", "10.00", day(1)), day(1)),
+                at(order("o2", "30.00", day(5)), day(5)),
+            ],
+        ),
+    ]
+    .concat();
+    let cancel = || {
+        ClientAction::CancelOrder(CancelOrder {
+            order_id: OrderId::parse("o2").unwrap(),
+            reason: Some(" refunded ".into()),
+        })
+    };
+    let events = history_from(&given, vec![at(cancel(), day(6)), at(cancel(), day(7))]);
+    let ClientEvent::OrderCancelled(cancelled) = &events[0] else {
+        panic!("expected OrderCancelled, got {events:?}");
+    };
+    assert_eq!(cancelled.reason.as_deref(), Some("refunded"));
+    assert_eq!(cancelled.amount_cents, 3_000);
+    assert_eq!(cancelled.orders.order_count, 1);
+    assert_eq!(cancelled.orders.total_spent_cents, 1_000);
+    assert_eq!(cancelled.orders.average_order_value_cents, 1_000);
+    assert_eq!(cancelled.orders.last_order_at, Some(day(1)));
+    assert_eq!(cancelled.orders.first_order_at, Some(day(1)));
+    assert!(!scored(&events).is_empty(), "the client is scored again");
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| matches!(e, ClientEvent::OrderCancelled(_)))
+            .count(),
+        1
+    );
+    // Placing the cancelled id again is a duplicate, not a new order.
+    let after = [given.clone(), events].concat();
+    assert!(history_from(&after, vec![at(order("o2", "30.00", day(5)), day(8))]).is_empty());
+    // An unknown order names the field.
+    let client = replay(&given);
+    let error = client
+        .decide(
+            at(
+                ClientAction::CancelOrder(CancelOrder {
+                    order_id: OrderId::parse("nope").unwrap(),
+                    reason: None,
+                }),
+                day(6),
+            ),
+            &services(),
+        )
+        .unwrap_err();
+    assert!(matches!(error, ClientError::Validation(ref v) if v.field == "orderId"));
+}
+
+#[test]
+fn an_external_id_is_recorded_once_and_never_changed() {
+    let with_id = CreateUser {
+        external_id: Some(ExternalId::parse(" C-17 ").unwrap()),
+        client_since: Some(day(-900)),
+        ..create_user()
+    };
+    let events = history(vec![at(ClientAction::CreateUser(with_id.clone()), t0())]);
+    let ClientEvent::UserCreated(created_event) = &events[0] else {
+        panic!("expected UserCreated");
+    };
+    assert_eq!(created_event.external_id.as_deref(), Some("C-17"));
+    let client = replay(&events);
+    assert_eq!(client.external_id(), Some("C-17"));
+    assert_eq!(client.created_at(), Some(day(-900)));
+    // Creating again through the same external id is a no-op.
+    assert!(history_from(&events, vec![at(ClientAction::CreateUser(with_id), t0())]).is_empty());
+    // A client without one can be given one, once.
+    let given = created();
+    let give = |id: &str| {
+        ClientAction::UpdateUser(UpdateUser {
+            external_id: Some(ExternalId::parse(id).unwrap()),
+            ..UpdateUser::default()
+        })
+    };
+    let updated = history_from(
+        &given,
+        vec![at(give("C-9"), day(1)), at(give("C-9"), day(2))],
+    );
+    let ClientEvent::UserUpdated(update) = &updated[0] else {
+        panic!("expected UserUpdated");
+    };
+    assert_eq!(update.changed, vec!["externalId".to_owned()]);
+    assert_eq!(update.external_id.as_deref(), Some("C-9"));
+    assert_eq!(
+        updated
+            .iter()
+            .filter(|e| matches!(e, ClientEvent::UserUpdated(_)))
+            .count(),
+        1
+    );
+    let client = replay(&[given, updated].concat());
+    let error = client
+        .decide(at(give("C-10"), day(3)), &services())
+        .unwrap_err();
+    assert!(matches!(error, ClientError::Validation(ref v) if v.field == "externalId"));
 }

@@ -6,6 +6,8 @@
 //! cache of clients). It registers no in-memory queries: read models are built from the log
 //! (see [`crate::log::consumer`]), which survives crashes and orders events across clients.
 
+pub mod batch;
+pub mod external_ids;
 pub mod store;
 
 use std::collections::HashMap;

@@ -10,6 +10,10 @@
 //! keeps its own record of each client's status and last email (the `process_manager_clients`
 //! table), from the log, so each decision is exact at its event's position.
 //!
+//! A score recorded by an import of old history (cause `imported`) makes no job: importing
+//! ten years of orders must not email everyone who lapsed at some point in them. The present
+//! decides at the client's next score.
+//!
 //! [`UserScored::is_at_risk`]: domain::client::UserScored::is_at_risk
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,7 +21,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use chrono::{DateTime, Duration, Utc};
-use domain::client::{ClientEvent, ClientStatus, UserScored};
+use domain::client::{ClientEvent, ClientStatus, ScoreCause, UserScored};
 use sqlx::PgConnection;
 use tokio::sync::Notify;
 use uuid::Uuid;
@@ -62,6 +66,13 @@ impl Default for ProcessManagerSettings {
     }
 }
 
+/// Whether a score may make a job: an at-risk score, unless it came from imported history (a
+/// lapse long past is no reason to email today; the client's next score, as time passes or
+/// they act, judges the present).
+fn triggers(scored: &UserScored) -> bool {
+    scored.is_at_risk() && scored.cause != ScoreCause::Imported
+}
+
 /// The process manager's projection.
 #[derive(Debug, Clone, Default)]
 pub struct ProcessManager {
@@ -93,7 +104,7 @@ impl ProcessManager {
         stored: &StoredEvent,
         scored: &UserScored,
     ) -> anyhow::Result<()> {
-        if !scored.is_at_risk() {
+        if !triggers(scored) {
             return Ok(());
         }
         let at = scored.as_of;
@@ -143,7 +154,7 @@ impl Projection for ProcessManager {
                 "UserCreated" | "UserUnsubscribed" | "UserDeleted" | "EmailGenerated" => true,
                 // Only an at-risk score may make a job.
                 "UserScored" => {
-                    matches!(stored.event()?, ClientEvent::UserScored(e) if e.is_at_risk())
+                    matches!(stored.event()?, ClientEvent::UserScored(e) if triggers(&e))
                 }
                 _ => false,
             };

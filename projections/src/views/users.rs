@@ -68,6 +68,9 @@ pub struct UserRow {
     pub updated_at: DateTime<Utc>,
     /// Aggregate version reflected.
     pub version: i64,
+    /// The client's id in the retailer's systems.
+    #[serde(default)]
+    pub external_id: Option<String>,
 }
 
 impl UserRow {
@@ -92,9 +95,10 @@ impl UserRow {
             next_score_change_at: None,
             last_email_date: None,
             status: ClientStatus::Active,
-            created_at: e.created_at,
+            created_at: e.client_since(),
             updated_at: e.created_at,
             version,
+            external_id: e.external_id.clone(),
         };
         row.copy_orders(&e.orders);
         row
@@ -118,8 +122,12 @@ impl UserRow {
                 self.preferred_categories
                     .clone_from(&e.preferred_categories);
                 self.copy_orders(&e.orders);
+                if e.external_id.is_some() {
+                    self.external_id.clone_from(&e.external_id);
+                }
             }
             ClientEvent::OrderPlaced(e) => self.copy_orders(&e.orders),
+            ClientEvent::OrderCancelled(e) => self.copy_orders(&e.orders),
             ClientEvent::UserScored(e) => {
                 self.engagement_score = i16::from(e.score);
                 self.score_band = e.band.as_str().to_owned();
@@ -318,7 +326,7 @@ impl Projection for UsersView {
                 score_as_of = excluded.score_as_of, next_score_change_at = excluded.next_score_change_at,
                 last_email_date = excluded.last_email_date, status = excluded.status,
                 created_at = excluded.created_at, updated_at = excluded.updated_at,
-                version = excluded.version
+                version = excluded.version, external_id = excluded.external_id
              returning *",
             t = self.table
         ))

@@ -94,6 +94,8 @@ impl Flow {
             email: EmailAddress::parse("client@example.com").unwrap(),
             preferred_categories: Categories::parse(&["Denim"], "preferredCategories").unwrap(),
             history: ImportedHistory::default(),
+            external_id: None,
+            client_since: None,
         });
         self.run(id, create).await;
         id
