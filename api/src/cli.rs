@@ -69,6 +69,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Import(config) => {
+            let pool = prepare_database(&cli.database).await?;
+            crate::import::run(pool, config).await
+        }
         Command::Rescore(scoring) => {
             let pool = prepare_database(&cli.database).await?;
             let bus = projections::commands::CommandBus::new(

@@ -11,6 +11,7 @@
 //! - [`health`]: the health report both HTTP and GraphQL show.
 //! - [`cli`]: the subcommands (`serve`, `migrate`, `rebuild`, `rescore`, `backtest`).
 //! - [`backtest`]: reading purchase histories for `engagement backtest`.
+//! - [`import`]: `engagement import clients|orders FILE`, with progress and a summary.
 
 pub mod app;
 pub mod backtest;
@@ -19,3 +20,4 @@ pub mod config;
 pub mod graphql;
 pub mod health;
 pub mod http;
+pub mod import;

@@ -20,6 +20,10 @@ async fn main() -> std::process::ExitCode {
     let cli = api::config::Cli::parse();
     match api::cli::run(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) if error.downcast_ref::<api::import::RowsSkipped>().is_some() => {
+            eprintln!("{error}");
+            std::process::ExitCode::from(api::import::ROWS_SKIPPED_EXIT_CODE)
+        }
         Err(error) => {
             // One line, with the cause chain: what failed and why.
             eprintln!("error: {error:#}");
