@@ -78,34 +78,16 @@ fn keep_connection(conn: PoolConnection<Postgres>) {
 pub struct LogRepository {
     reads: PostgresEventRepository,
     pool: PgPool,
-    snapshot_every: usize,
 }
 
 impl LogRepository {
-    /// A repository over the `events` and `snapshots` tables, for a store that snapshots
-    /// every `snapshot_every` events.
-    pub fn new(pool: PgPool, snapshot_every: usize) -> Self {
+    /// A repository over the `events` and `snapshots` tables.
+    pub fn new(pool: PgPool) -> Self {
         Self {
             reads: PostgresEventRepository::new(pool.clone()),
             pool,
-            snapshot_every: snapshot_every.max(1),
         }
     }
-}
-
-/// The sequence a snapshot taken by cqrs-es's store describes, for a commit of `count` events
-/// after `before`. cqrs-es folds into the snapshot only the events up to the last snapshot
-/// boundary the commit reaches (`commit_snapshot_with_addl_events`), not all of them, while
-/// postgres-es records the commit's last sequence as the snapshot's: a commit of an order and
-/// its score from sequence 49 stored the state at 50 as if it were at 51, and every later load
-/// skipped the score. Recording the sequence the state is really at keeps the two in step.
-pub fn snapshot_sequence(before: usize, count: usize, every: usize) -> usize {
-    let next_boundary = every - (before % every);
-    if count < next_boundary {
-        return before;
-    }
-    let beyond = count - next_boundary;
-    before + next_boundary + (beyond - beyond % every)
 }
 
 fn persistence(error: sqlx::Error) -> PersistenceError {
@@ -180,8 +162,10 @@ impl PersistedEventRepository for LogRepository {
         .bind(&versions)
         .bind(&payloads)
         .bind(&metadata);
-        let before = (first.sequence).saturating_sub(1);
-        let last_sequence = snapshot_sequence(before, events.len(), self.snapshot_every) as i64;
+        // The snapshot holds the state after every event of the command (cqrs-es's event sink
+        // applied them all to it before its store folded the first ones in again, which our
+        // idempotent `apply` absorbs), so it is recorded at the last one.
+        let last_sequence = sequences.last().copied().unwrap_or_default();
         let landed: Vec<(i64, i64, i64)> =
             if let Some((aggregate_id, aggregate, current_snapshot)) = snapshot_update {
                 // The insert is the transaction's first write, so the transaction id it records
@@ -319,7 +303,7 @@ impl CachingStore {
     pub fn new(pool: &PgPool, snapshot_every: usize, capacity: usize) -> Self {
         Self {
             inner: PersistedEventStore::new_snapshot_store(
-                LogRepository::new(pool.clone(), snapshot_every),
+                LogRepository::new(pool.clone()),
                 snapshot_every,
             )
             .with_upcasters(upcasters()),
