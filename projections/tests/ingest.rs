@@ -113,6 +113,16 @@ async fn run_clients(ingest: &Ingest, text: &str) -> Report {
     total
 }
 
+/// A client's final state: external id, order count, total, last order, score, band.
+type Row = (
+    Option<String>,
+    i32,
+    i64,
+    Option<chrono::DateTime<Utc>>,
+    i16,
+    String,
+);
+
 async fn catch_up(pool: &PgPool) {
     Consumer::new(
         pool.clone(),
@@ -236,14 +246,7 @@ async fn an_import_equals_one_by_one_placement_and_a_second_run_records_nothing(
         .into_iter()
         .partition(|row| row.0.as_deref().is_some_and(|e| e.starts_with('X')));
     assert_eq!(xs, imported);
-    let strip = |rows: Vec<(
-        Option<String>,
-        i32,
-        i64,
-        Option<chrono::DateTime<Utc>>,
-        i16,
-        String,
-    )>| {
+    let strip = |rows: Vec<Row>| {
         rows.into_iter()
             .map(|(e, a, b, c, d, f)| (e.map(|e| e[1..].to_owned()), a, b, c, d, f))
             .collect::<Vec<_>>()
