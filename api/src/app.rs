@@ -61,6 +61,8 @@ pub struct AppParts {
     pub rate_limit: Option<RateLimit>,
     /// Bytes of answers to view reads to keep (0: none).
     pub response_cache_bytes: usize,
+    /// Secrets of `POST /webhooks/orders` (none: off).
+    pub order_webhook: crate::http::webhooks::WebhookSecrets,
 }
 
 impl AppParts {
@@ -81,6 +83,7 @@ impl AppParts {
             },
             rate_limit: Some(RateLimit::default()),
             response_cache_bytes: 64 << 20,
+            order_webhook: Default::default(),
         }
     }
 }
@@ -140,6 +143,7 @@ impl App {
                 email_writer,
                 rate_limiter: parts.rate_limit.map(|l| Arc::new(RateLimiter::new(l))),
                 parsed: Default::default(),
+                order_webhook: parts.order_webhook,
                 response_cache: (parts.response_cache_bytes > 0)
                     .then(|| Arc::new(ResponseCache::new(parts.response_cache_bytes))),
             },
@@ -169,6 +173,7 @@ impl App {
             .merge(http::graphql::router())
             .merge(http::playground::router())
             .merge(http::dashboard::router())
+            .merge(http::webhooks::router())
             .layer(cors)
             .layer(TraceLayer::new_for_http())
             .with_state(self.state.clone())

@@ -177,6 +177,7 @@ async fn run_serve(database: &DatabaseConfig, config: ServeConfig) -> anyhow::Re
         shutdown_grace: Duration::from_secs(config.shutdown_grace_secs),
         rate_limit: config.rate_limit(),
         response_cache_bytes: config.api_response_cache_mb.saturating_mul(1 << 20),
+        order_webhook: crate::http::webhooks::WebhookSecrets::parse(&config.order_webhook_secret),
         ..AppParts::new(pool)
     });
     tracing::info!(%address, policy = %config.scoring.scoring_policy, "serving");

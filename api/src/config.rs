@@ -200,6 +200,15 @@ pub struct ServeConfig {
     /// Megabytes of answers to read-model queries kept until the read models change (0: off).
     #[arg(long, env = "API_RESPONSE_CACHE_MB", default_value_t = 64)]
     pub api_response_cache_mb: usize,
+    /// Secrets of the signed order webhook (`POST /webhooks/orders`), comma-separated: any
+    /// one verifies (rotation). Unset: the webhook is off.
+    #[arg(
+        long,
+        env = "ORDER_WEBHOOK_SECRET",
+        default_value = "",
+        hide_env_values = true
+    )]
+    pub order_webhook_secret: String,
     /// Email writing.
     #[command(flatten)]
     pub email: EmailConfig,

@@ -7,6 +7,7 @@ pub mod parsed;
 pub mod playground;
 pub mod rate_limit;
 pub mod response_cache;
+pub mod webhooks;
 
 use std::sync::Arc;
 
@@ -40,6 +41,8 @@ pub struct AppState {
     pub response_cache: Option<Arc<ResponseCache>>,
     /// Parsed GraphQL documents, by their text.
     pub parsed: parsed::ParsedQueries,
+    /// The order webhook's secrets (none: it is off).
+    pub order_webhook: webhooks::WebhookSecrets,
 }
 
 impl std::fmt::Debug for AppState {

@@ -45,6 +45,9 @@ pub fn tokens() -> TokenStore {
     .unwrap()
 }
 
+/// The order webhook's secrets in tests: an old and a new one, as during a rotation.
+pub const WEBHOOK_SECRETS: &str = "whsec-old-0123456789,whsec-new-9876543210";
+
 pub async fn spawn_app(pool: PgPool) -> TestApp {
     let clock = Arc::new(ManualClock::new(
         Utc.with_ymd_and_hms(2026, 3, 2, 9, 0, 0).unwrap(),
@@ -94,6 +97,7 @@ async fn spawn(
         },
         ..AppParts::new(pool.clone())
     };
+    parts.order_webhook = api::http::webhooks::WebhookSecrets::parse(WEBHOOK_SECRETS);
     // The tests' clock stands still: a new trigger is due at once.
     parts.email.process_manager.trigger_delay = chrono::Duration::zero();
     let app = App::build(parts);
