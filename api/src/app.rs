@@ -63,6 +63,8 @@ pub struct AppParts {
     pub response_cache_bytes: usize,
     /// Secrets of `POST /webhooks/orders` (none: off).
     pub order_webhook: crate::http::webhooks::WebhookSecrets,
+    /// The demo's fill, when serving one.
+    pub demo: Option<Arc<crate::demo::DemoProgress>>,
 }
 
 impl AppParts {
@@ -84,6 +86,7 @@ impl AppParts {
             rate_limit: Some(RateLimit::default()),
             response_cache_bytes: 64 << 20,
             order_webhook: Default::default(),
+            demo: None,
         }
     }
 }
@@ -131,6 +134,7 @@ impl App {
             live,
             email_writer: email_writer.clone(),
             jobs_signal,
+            demo: parts.demo,
         });
         Self {
             cors_origins: parts.cors_origins,

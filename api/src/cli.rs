@@ -137,7 +137,15 @@ pub async fn prepare_database(config: &DatabaseConfig) -> anyhow::Result<PgPool>
 }
 
 async fn run_serve(database: &DatabaseConfig, config: ServeConfig) -> anyhow::Result<()> {
-    let pool = prepare_database(database).await?;
+    let database = if config.demo {
+        DatabaseConfig {
+            database_url: crate::demo::database_url(&database.database_url),
+            ..database.clone()
+        }
+    } else {
+        database.clone()
+    };
+    let pool = prepare_database(&database).await?;
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
@@ -164,7 +172,12 @@ async fn run_serve(database: &DatabaseConfig, config: ServeConfig) -> anyhow::Re
                 .map_err(|_| anyhow::anyhow!("CORS_ORIGINS: {o:?} is not a valid origin"))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let email = config.email.settings(config.scoring.email_cooldown_days)?;
+    let mut email = config.email.settings(config.scoring.email_cooldown_days)?;
+    let demo = config.demo.then(|| {
+        let delay = &mut email.process_manager.trigger_delay;
+        *delay = (*delay).min(chrono::Duration::seconds(5));
+        std::sync::Arc::new(crate::demo::DemoProgress::default())
+    });
     let app = App::build(AppParts {
         email,
         tokens,
@@ -178,8 +191,17 @@ async fn run_serve(database: &DatabaseConfig, config: ServeConfig) -> anyhow::Re
         rate_limit: config.rate_limit(),
         response_cache_bytes: config.api_response_cache_mb.saturating_mul(1 << 20),
         order_webhook: crate::http::webhooks::WebhookSecrets::parse(&config.order_webhook_secret),
+        demo: demo.clone(),
         ..AppParts::new(pool)
     });
+    if let Some(progress) = demo {
+        tracing::info!(database = %db::redact_url(&database.database_url), "demo: filling its own database in the background");
+        tokio::spawn(crate::demo::fill(
+            app.state().commands.clone(),
+            app.state().pool.clone(),
+            progress,
+        ));
+    }
     tracing::info!(%address, policy = %config.scoring.scoring_policy, "serving");
     println!("engagement is listening on http://{address}/");
     if let Some(token) = generated {

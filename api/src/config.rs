@@ -209,6 +209,12 @@ pub struct ServeConfig {
         hide_env_values = true
     )]
     pub order_webhook_secret: String,
+    /// Run a demo: use a database of its own (the configured name with `_demo` appended) and
+    /// fill it in the background with a few thousand invented clients and their orders, so
+    /// the dashboard shows scores, at-risk clients and written emails within a minute. New
+    /// email triggers wait at most 5 s in the demo.
+    #[arg(long)]
+    pub demo: bool,
     /// Email writing.
     #[command(flatten)]
     pub email: EmailConfig,

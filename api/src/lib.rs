@@ -11,12 +11,14 @@
 //! - [`health`]: the health report both HTTP and GraphQL show.
 //! - [`cli`]: the subcommands (`serve`, `migrate`, `rebuild`, `rescore`, `backtest`).
 //! - [`backtest`]: reading purchase histories for `engagement backtest`.
+//! - [`demo`]: `serve --demo`, a database of its own filled with invented clients.
 //! - [`import`]: `engagement import clients|orders FILE`, with progress and a summary.
 
 pub mod app;
 pub mod backtest;
 pub mod cli;
 pub mod config;
+pub mod demo;
 pub mod graphql;
 pub mod health;
 pub mod http;

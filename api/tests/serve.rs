@@ -145,6 +145,7 @@ fn create(id: uuid::Uuid) -> domain::client::ClientAction {
         history: domain::client::ImportedHistory::default(),
         external_id: None,
         client_since: None,
+        imported: false,
     })
 }
 

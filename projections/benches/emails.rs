@@ -80,6 +80,7 @@ async fn main() -> anyhow::Result<()> {
                     history: ImportedHistory::default(),
                     external_id: None,
                     client_since: None,
+                    imported: false,
                 });
                 bus.execute(id, create, &meta).await?;
                 let low = ClientAction::SetEngagementScore(SetEngagementScore {

@@ -173,6 +173,7 @@ async fn live_lag(pool: &PgPool, duration: Duration) -> anyhow::Result<()> {
                     history: ImportedHistory::default(),
                     external_id: None,
                     client_since: None,
+                    imported: false,
                 });
                 for action in [create, order(n)] {
                     let committed = bus.execute(id, action, &meta).await?;

@@ -45,6 +45,7 @@ fn create(id: Uuid) -> ClientAction {
         history: ImportedHistory::default(),
         external_id: None,
         client_since: None,
+        imported: false,
     })
 }
 

@@ -217,6 +217,7 @@ async fn an_import_equals_one_by_one_placement_and_a_second_run_records_nothing(
                     Utc.with_ymd_and_hms(2021, 1 + (i % 9) as u32, 1, 0, 0, 0)
                         .unwrap(),
                 ),
+                imported: false,
             },
             &meta,
         )
@@ -361,6 +362,7 @@ async fn concurrent_creations_through_one_external_id_make_one_client(pool: PgPo
         history: ImportedHistory::default(),
         external_id: Some(ExternalId::parse("EXT-1").unwrap()),
         client_since: None,
+        imported: false,
     };
     let meta = CommandMetadata::for_actor("test");
     let tasks: Vec<_> = (0..16)
@@ -440,6 +442,7 @@ async fn a_commit_across_a_snapshot_boundary_loses_no_event_on_the_next_load(poo
             history: ImportedHistory::default(),
             external_id: None,
             client_since: None,
+            imported: false,
         }),
         &meta,
     )

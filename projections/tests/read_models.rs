@@ -55,6 +55,7 @@ fn create(id: Uuid, name: &str) -> ClientAction {
         history: ImportedHistory::default(),
         external_id: None,
         client_since: None,
+        imported: false,
     })
 }
 

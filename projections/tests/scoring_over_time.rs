@@ -30,6 +30,7 @@ fn create(id: Uuid, orders: u32) -> ClientAction {
         },
         external_id: None,
         client_since: None,
+        imported: false,
     })
 }
 

@@ -55,6 +55,8 @@ pub struct ApiContext {
     pub email_writer: Arc<dyn Fn() -> String + Send + Sync>,
     /// Wakes email workers (a job was put back).
     pub jobs_signal: Arc<tokio::sync::Notify>,
+    /// The demo's fill, when serving one.
+    pub demo: Option<Arc<crate::demo::DemoProgress>>,
 }
 
 /// Per-request identifiers stored on every event a request causes.

@@ -205,6 +205,7 @@ impl Mutation {
             },
             external_id: external_id(input.external_id.as_deref())?,
             client_since: None,
+            imported: false,
         };
         let metadata = metadata(ctx)?;
         let api = ctx.data_unchecked::<ApiContext>();

@@ -127,6 +127,14 @@ impl Query {
             .map(User::from))
     }
 
+    /// How far `serve --demo` is with filling in its data (null when not a demo).
+    async fn demo(&self, ctx: &Context<'_>) -> Option<super::types::DemoStatus> {
+        ctx.data_unchecked::<ApiContext>()
+            .demo
+            .as_deref()
+            .map(super::types::DemoStatus::from)
+    }
+
     /// A client by the id the retailer's own systems use.
     async fn user_by_external_id(
         &self,

@@ -577,3 +577,40 @@ pub struct ImportRejection {
     /// What is wrong.
     pub message: String,
 }
+
+/// How far `serve --demo` is with filling in its data.
+#[derive(SimpleObject, Clone, Debug)]
+pub struct DemoStatus {
+    /// Clients to make.
+    pub clients_total: i32,
+    /// Clients made so far.
+    pub clients: i32,
+    /// Orders to record.
+    pub orders_total: i32,
+    /// Orders recorded so far.
+    pub orders: i32,
+    /// The fill has ended.
+    pub done: bool,
+    /// Why it stopped, if it failed.
+    pub error: Option<String>,
+}
+
+impl From<&crate::demo::DemoProgress> for DemoStatus {
+    fn from(p: &crate::demo::DemoProgress) -> Self {
+        use std::sync::atomic::Ordering::Relaxed;
+        let count =
+            |a: &std::sync::atomic::AtomicU64| i32::try_from(a.load(Relaxed)).unwrap_or(i32::MAX);
+        Self {
+            clients_total: count(&p.clients_total),
+            clients: count(&p.clients),
+            orders_total: count(&p.orders_total),
+            orders: count(&p.orders),
+            done: p.done.load(Relaxed),
+            error: p
+                .error
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone(),
+        }
+    }
+}

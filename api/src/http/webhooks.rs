@@ -279,6 +279,7 @@ async fn place(state: &AppState, body: OrderBody, metadata: &CommandMetadata) ->
                     history: ImportedHistory::default(),
                     external_id: Some(external_id.clone()),
                     client_since: None,
+                    imported: false,
                 })
             })();
             let create = match create {

@@ -224,6 +224,7 @@ impl Client {
             _ => {}
         }
         let mut decision = Decision::new(self);
+        let mut cause = ScoreCause::Activity;
         // A manual score holds until the client does something (an order, a profile change)
         // or someone asks for a rescore; our own actions on the client (writing an email,
         // recording an opt-out) do not overwrite it.
@@ -235,7 +236,12 @@ impl Client {
             .as_ref()
             .is_some_and(|s| s.policy == MANUAL_POLICY);
         match command.action {
-            ClientAction::CreateUser(create) => self.create(create, now, &mut decision)?,
+            ClientAction::CreateUser(create) => {
+                if create.imported {
+                    cause = ScoreCause::Imported;
+                }
+                self.create(create, now, &mut decision)?;
+            }
             ClientAction::UpdateUser(update) => self.update(update, now, &mut decision)?,
             ClientAction::PlaceOrder(order) => place_order(order, now, &mut decision)?,
             ClientAction::PlaceOrders(batch) => {
@@ -267,7 +273,7 @@ impl Client {
             }
         }
         if !decision.events.is_empty() && !keeps_manual_score {
-            decision.rescore(services, now, ScoreCause::Activity);
+            decision.rescore(services, now, cause);
         }
         Ok(decision.events)
     }

@@ -36,6 +36,9 @@ pub struct CreateUser {
     pub external_id: Option<ExternalId>,
     /// Since when the client has been a client there, if before today (an import).
     pub client_since: Option<DateTime<Utc>>,
+    /// Brought over from an older system rather than signing up now: the first score is
+    /// recorded with cause `imported` and does not trigger an email by itself.
+    pub imported: bool,
 }
 
 /// Change any of a client's fields; `None` leaves a field as it is.

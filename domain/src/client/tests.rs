@@ -40,6 +40,7 @@ fn create_user() -> CreateUser {
         history: ImportedHistory::default(),
         external_id: None,
         client_since: None,
+        imported: false,
     }
 }
 
@@ -757,6 +758,7 @@ fn an_external_id_is_recorded_once_and_never_changed() {
     let with_id = CreateUser {
         external_id: Some(ExternalId::parse(" C-17 ").unwrap()),
         client_since: Some(day(-900)),
+        imported: false,
         ..create_user()
     };
     let events = history(vec![at(ClientAction::CreateUser(with_id.clone()), t0())]);

@@ -31,7 +31,7 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use crate::clock::Clock;
-use crate::commands::batch::{Batch, BatchError};
+use crate::commands::batch::{Batch, BatchError, BatchOutcome};
 use crate::commands::external_ids;
 use crate::commands::{CommandBus, CommandError, CommandMetadata};
 use crate::log::position::LogPosition;
@@ -142,8 +142,11 @@ impl std::fmt::Debug for Ingest {
     }
 }
 
-/// How many times a chunk that lost a race with another writer is run again.
+/// How many times one client's command that lost a race with another writer is run again.
 const CONFLICT_ATTEMPTS: u32 = 10;
+
+/// After this many lost races a batch of several clients is split in two.
+const SPLIT_AFTER: u32 = 2;
 
 impl Ingest {
     /// Rows recorded through `bus`'s rules and clock, stamped with `metadata`. With `history`
@@ -160,16 +163,27 @@ impl Ingest {
         }
     }
 
+    /// Runs `commands` as one batch; a batch that keeps losing races with other writers (the
+    /// email workers, requests) is halved until the halves go through, down to one client at
+    /// a time, so a busy client holds up only itself.
     async fn run_batch(
         &self,
         commands: &[(Uuid, ClientAction)],
         now: DateTime<Utc>,
-    ) -> Result<crate::commands::batch::BatchOutcome, CommandError> {
+    ) -> Result<BatchOutcome, CommandError> {
         let mut attempt = 0;
         loop {
             attempt += 1;
             match self.batch.run(commands.to_vec(), now, &self.metadata).await {
                 Ok(outcome) => return Ok(outcome),
+                Err(BatchError::Conflict) if commands.len() > 1 && attempt >= SPLIT_AFTER => {
+                    let (left, right) = commands.split_at(commands.len() / 2);
+                    let mut first = Box::pin(self.run_batch(left, now)).await?;
+                    let second = Box::pin(self.run_batch(right, now)).await?;
+                    first.results.extend(second.results);
+                    first.position = first.position.max(second.position);
+                    return Ok(first);
+                }
                 Err(BatchError::Conflict) if attempt < CONFLICT_ATTEMPTS => {
                     let ceiling = 10u64 << attempt.min(5);
                     tokio::time::sleep(Duration::from_millis(rand::random::<u64>() % ceiling + 1))
@@ -310,7 +324,12 @@ impl Ingest {
         }
         let commands: Vec<(Uuid, ClientAction)> = creates
             .iter()
-            .map(|(id, row)| (*id, ClientAction::CreateUser(create(*id, row))))
+            .map(|(id, row)| {
+                (
+                    *id,
+                    ClientAction::CreateUser(create(*id, row, self.history)),
+                )
+            })
             .collect();
         let outcome = self.run_batch(&commands, now).await?;
         report.landed(outcome.position);
@@ -353,7 +372,11 @@ impl Ingest {
         // A deleted client's external id names a new client: rare, so one by one.
         for row in recreate {
             let id = Uuid::new_v4();
-            match self.bus.create_user(create(id, &row), &self.metadata).await {
+            match self
+                .bus
+                .create_user(create(id, &row, self.history), &self.metadata)
+                .await
+            {
                 Ok(committed) => {
                     report.accepted += 1;
                     report.landed(Some(committed.position));
@@ -368,7 +391,7 @@ impl Ingest {
     }
 }
 
-fn create(id: Uuid, row: &ClientRecord) -> CreateUser {
+fn create(id: Uuid, row: &ClientRecord, history: bool) -> CreateUser {
     CreateUser {
         id,
         name: row.name.clone(),
@@ -377,6 +400,7 @@ fn create(id: Uuid, row: &ClientRecord) -> CreateUser {
         history: ImportedHistory::default(),
         external_id: Some(row.external_id.clone()),
         client_since: row.created_at,
+        imported: history,
     }
 }
 

@@ -96,6 +96,7 @@ impl Flow {
             history: ImportedHistory::default(),
             external_id: None,
             client_since: None,
+            imported: false,
         });
         self.run(id, create).await;
         id

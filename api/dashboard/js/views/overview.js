@@ -5,7 +5,18 @@ import { h, s, mount, load } from '../dom.js';
 import { feedItem } from './feed.js';
 import { known, nameOf, remember } from './names.js';
 
-const SUMMARY = `{ engagementSummary { users atRisk averageScore emails scoreHistogram } }`;
+const SUMMARY = `{ engagementSummary { users atRisk averageScore emails scoreHistogram }
+  demo { clients clientsTotal orders ordersTotal done error } }`;
+
+/** While `serve --demo` fills in its data: how far it is. */
+function demoNotice(demo) {
+  if (!demo) return null;
+  if (demo.error) return h('p', { class: 'notice notice-error', role: 'alert' }, `The demo data could not be filled in: ${demo.error}`);
+  if (demo.done) return null;
+  const n = (x) => x.toLocaleString('en');
+  return h('p', { class: 'notice notice-info', role: 'status', dataset: { demo: 'loading' } },
+    `Demo: filling in sample data, ${n(demo.clients)} of ${n(demo.clientsTotal)} clients and ${n(demo.orders)} of ${n(demo.ordersTotal)} orders so far. Scores and emails appear as it goes.`);
+}
 
 /** A count; with `href`, a link to the list it counts. */
 function stat(label, value, key, href) {
@@ -50,7 +61,13 @@ export function render(view, { live }) {
     h('section', { class: 'card', 'aria-labelledby': 'feed-title' },
       h('h2', { id: 'feed-title' }, 'Live events'), empty, feed));
 
-  const refresh = (quiet = false) => load(stats, 'Loading the counts', () => gql(SUMMARY), ({ engagementSummary: e }) => [
+  let demoTimer = null;
+  const refresh = (quiet = false) => load(stats, 'Loading the counts', () => gql(SUMMARY), ({ engagementSummary: e, demo }) => [
+    (() => {
+      clearTimeout(demoTimer);
+      if (demo && !demo.done) demoTimer = setTimeout(() => refresh(true), 1500);
+      return demoNotice(demo);
+    })(),
     h('div', { class: 'stats' },
       stat('Users', e.users, 'users', '#/users'),
       stat('At risk', e.atRisk, 'atRisk', '#/users?risk=at'),
@@ -80,5 +97,5 @@ export function render(view, { live }) {
     clearTimeout(timer);
     timer = setTimeout(() => refresh(true), 400);
   });
-  return () => { off(); clearTimeout(timer); };
+  return () => { off(); clearTimeout(timer); clearTimeout(demoTimer); };
 }
