@@ -26,7 +26,7 @@ use sqlx::PgPool;
 pub const DEMO_CLIENTS: usize = 3_000;
 
 /// The seed of the demo's data.
-const SEED: u64 = 2026_11_27;
+const SEED: u64 = 20_261_127;
 
 /// The demo's database: the configured one's name with `_demo` appended (`engagement` ->
 /// `engagement_demo`), on the same server.
