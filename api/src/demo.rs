@@ -271,6 +271,11 @@ mod tests {
             database_url("postgres://db"),
             "postgres://db/engagement_demo"
         );
+        let long = "x".repeat(70);
+        assert_eq!(
+            database_url(&format!("postgres://db/{long}")),
+            format!("postgres://db/{}_demo", "x".repeat(58))
+        );
     }
 
     #[test]
