@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use projections::commands::{CommandBus, CommandMetadata};
 use projections::ingest::files::{self, BytesRead};
+use projections::ingest::regroup::{self, Partitions};
 use projections::ingest::{self, Ingest, Rejected, Report, StreamSettings};
 use projections::log::consumer::ConsumerSettings;
 use sqlx::PgPool;
@@ -108,13 +109,25 @@ pub async fn run(pool: PgPool, config: ImportConfig) -> anyhow::Result<()> {
             }
         }
     };
-    let ticker = spawn_ticker(bar.clone(), bytes.clone(), tally.clone(), started);
+    // Orders are read twice (see `ingest::regroup`): the bar follows the bytes read in the
+    // first pass, then the rows recorded out of all the rows.
+    let regrouping = Arc::new(AtomicU64::new(0));
+    let ticker = spawn_ticker(
+        bar.clone(),
+        bytes.clone(),
+        tally.clone(),
+        regrouping.clone(),
+        started,
+    );
     let result = match config.kind {
         ImportKind::Orders => {
-            let (tx, rx) = mpsc::channel(2_048);
+            let (tx, rx) = mpsc::channel(1_024);
             let reader = {
                 let bytes = bytes.clone();
-                tokio::task::spawn_blocking(move || files::read_orders(input, &tx, &bytes))
+                let regrouping = regrouping.clone();
+                tokio::task::spawn_blocking(move || {
+                    read_and_regroup(input, size, &tx, &bytes, &regrouping)
+                })
             };
             let ingest = ingest.clone();
             let streamed = ingest::stream(
@@ -130,7 +143,7 @@ pub async fn run(pool: PgPool, config: ImportConfig) -> anyhow::Result<()> {
             finish(reader.await?, streamed)
         }
         ImportKind::Clients => {
-            let (tx, rx) = mpsc::channel(2_048);
+            let (tx, rx) = mpsc::channel(1_024);
             let reader = {
                 let bytes = bytes.clone();
                 tokio::task::spawn_blocking(move || files::read_clients(input, &tx, &bytes))
@@ -185,6 +198,40 @@ pub async fn run(pool: PgPool, config: ImportConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Reads an order file into partitions by client, then hands the rows on grouped by client
+/// (`ingest::regroup`); `rows_in_file` says how many there are once the first pass is done.
+fn read_and_regroup(
+    input: Box<dyn std::io::Read + Send>,
+    size: Option<u64>,
+    rows: &mpsc::Sender<Result<projections::ingest::OrderRecord, Rejected>>,
+    bytes: &BytesRead,
+    rows_in_file: &AtomicU64,
+) -> Result<u64, files::FileError> {
+    let spill = |e: std::io::Error| files::FileError::Spill(e);
+    let mut partitions = Partitions::new(regroup::partitions_for(size)).map_err(spill)?;
+    let mut failed = None;
+    let mut rejected = 0;
+    let read = files::read_orders_into(input, bytes, |row| match row {
+        Ok(row) => match partitions.push(&row) {
+            Ok(()) => true,
+            Err(e) => {
+                failed = Some(e);
+                false
+            }
+        },
+        Err(rejection) => {
+            rejected += 1;
+            rows.blocking_send(Err(rejection)).is_ok()
+        }
+    })?;
+    if let Some(e) = failed {
+        return Err(spill(e));
+    }
+    rows_in_file.store(partitions.rows() + rejected, Ordering::Relaxed);
+    partitions.drain(rows).map_err(spill)?;
+    Ok(read)
+}
+
 /// The reader's and the writers' outcomes as one.
 fn finish(
     read: Result<u64, files::FileError>,
@@ -221,6 +268,7 @@ fn spawn_ticker(
     bar: ProgressBar,
     bytes: BytesRead,
     tally: Arc<Tally>,
+    rows_in_file: Arc<AtomicU64>,
     started: Instant,
 ) -> tokio::task::JoinHandle<()> {
     let terminal = std::io::stderr().is_terminal();
@@ -234,7 +282,22 @@ fn spawn_ticker(
                 "{rows} rows, {rate:.0} rows/s, {} skipped",
                 tally.rejected.load(Ordering::Relaxed)
             );
-            bar.set_position(bytes.load(Ordering::Relaxed));
+            match rows_in_file.load(Ordering::Relaxed) {
+                0 => bar.set_position(bytes.load(Ordering::Relaxed)),
+                total => {
+                    if bar.length() != Some(total) {
+                        bar.set_style(
+                            ProgressStyle::with_template(
+                                "{bar:30} {pos}/{len} rows {msg} (ETA {eta})",
+                            )
+                            .expect("a valid template"),
+                        );
+                        bar.set_length(total);
+                        bar.reset_eta();
+                    }
+                    bar.set_position(rows);
+                }
+            }
             if terminal {
                 bar.set_message(message);
             } else if last_line.elapsed() >= Duration::from_secs(10) {

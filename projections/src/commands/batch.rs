@@ -28,6 +28,10 @@ use super::{unreachable_database, CommandMetadata, SNAPSHOT_EVERY};
 use crate::log::position::LogPosition;
 use crate::log::upcast::upcasters;
 
+/// A client a batch writes to is snapshotted once this many events have followed its last
+/// snapshot.
+const EAGER_SNAPSHOT_EVERY: usize = 8;
+
 /// Why a batch wrote nothing.
 #[derive(Debug, thiserror::Error)]
 pub enum BatchError {
@@ -67,6 +71,8 @@ struct Loaded {
     client: Client,
     sequence: usize,
     snapshot: Option<usize>,
+    /// The sequence the stored snapshot describes (0: none).
+    snapshot_at: usize,
 }
 
 /// Runs commands of many clients in one transaction.
@@ -127,7 +133,12 @@ impl Batch {
                 rows.push(id, state.sequence, event, &metadata)?;
                 state.client.apply(event.clone());
             }
-            if before / SNAPSHOT_EVERY != state.sequence / SNAPSHOT_EVERY {
+            // Besides the bus's boundaries, a client an import keeps coming back to (a file in
+            // date order touches each client once per chunk) is snapshotted every few events,
+            // so that loading it never replays more than that.
+            if before / SNAPSHOT_EVERY != state.sequence / SNAPSHOT_EVERY
+                || state.sequence - state.snapshot_at >= EAGER_SNAPSHOT_EVERY
+            {
                 snapshots.push((
                     id.clone(),
                     state.sequence as i64,
@@ -260,6 +271,7 @@ impl Batch {
                         client: Client::default(),
                         sequence: 0,
                         snapshot: None,
+                        snapshot_at: 0,
                     },
                 )
             })
@@ -273,6 +285,7 @@ impl Batch {
                     client,
                     sequence: sequence as usize,
                     snapshot: Some(current as usize),
+                    snapshot_at: sequence as usize,
                 },
             );
         }

@@ -72,6 +72,9 @@ pub enum FileError {
     /// Reading failed (not CSV, not UTF-8 in the header, an I/O error).
     #[error("cannot read the file: {0}")]
     Read(#[from] csv::Error),
+    /// The temporary files of the regrouping pass could not be written or read.
+    #[error("cannot use the temporary directory (TMPDIR): {0}")]
+    Spill(#[source] std::io::Error),
 }
 
 /// How far the reader is: the bytes consumed so far.
@@ -87,9 +90,21 @@ pub fn read_orders(
     rows: &mpsc::Sender<Result<OrderRecord, Rejected>>,
     bytes: &BytesRead,
 ) -> Result<u64, FileError> {
+    read_orders_into(input, bytes, |row| rows.blocking_send(row).is_ok())
+}
+
+/// Like [`read_orders`], handing each row (or its rejection) to `each`, which says whether to
+/// go on.
+///
+/// # Errors
+/// The header is unusable, or the input cannot be read on.
+pub fn read_orders_into(
+    input: impl Read,
+    bytes: &BytesRead,
+    mut each: impl FnMut(Result<OrderRecord, Rejected>) -> bool,
+) -> Result<u64, FileError> {
     read(input, Kind::Orders, bytes, |line, get| {
-        let row = order(line, get);
-        rows.blocking_send(row).is_ok()
+        each(order(line, get))
     })
 }
 

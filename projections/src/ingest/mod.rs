@@ -14,6 +14,7 @@
 //! reader and the workers: memory does not grow with the file.
 
 pub mod files;
+pub mod regroup;
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{Hash as _, Hasher as _};
@@ -465,7 +466,7 @@ where
     let mut senders = Vec::with_capacity(workers);
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..workers {
-        let (tx, mut rx) = mpsc::channel::<Vec<R>>(2);
+        let (tx, mut rx) = mpsc::channel::<Vec<R>>(1);
         senders.push(tx);
         let record = record.clone();
         let progress = progress.clone();
