@@ -40,7 +40,12 @@ pub fn database_url(url: &str) -> String {
                 && server.contains("://")
                 && server.split("://").nth(1).is_some_and(|s| !s.is_empty()) =>
         {
-            format!("{server}/{name}_demo")
+            // PostgreSQL names are at most 63 bytes: shorten the base, keep the suffix.
+            let mut cut = name.len().min(63 - "_demo".len());
+            while !name.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            format!("{server}/{}_demo", &name[..cut])
         }
         _ => format!("{}/engagement_demo", base.trim_end_matches('/')),
     };

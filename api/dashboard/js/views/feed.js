@@ -9,6 +9,7 @@ export function summary(event) {
     case 'UserCreated': return `created ${p.name ?? ''} <${p.email ?? ''}>`;
     case 'UserUpdated': return `changed ${(p.changed ?? []).join(', ') || 'nothing'}`;
     case 'OrderPlaced': return `order ${p.orderId ?? ''} for ${money((p.amountCents ?? 0) / 100)}`;
+    case 'OrderCancelled': return `order ${p.orderId ?? ''} cancelled${p.reason ? ` (“${p.reason}”)` : ''}`;
     case 'UserScored': {
       const from = p.previousScore === null || p.previousScore === undefined ? '' : `${p.previousScore} → `;
       const why = p.reason ? ` (“${p.reason}”)` : '';

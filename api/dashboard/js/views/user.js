@@ -7,7 +7,7 @@ import { scoreChart } from './chart.js';
 import { summary, actor } from './feed.js';
 import { field, clearErrors, showError, formError, list, dateToIso } from './form.js';
 
-const USER_FIELDS = `id name email preferredCategories orderCount averageOrderValue totalSpent
+const USER_FIELDS = `id externalId name email preferredCategories orderCount averageOrderValue totalSpent
   lastOrderDate lastEmailDate engagementScore atRisk status createdAt updatedAt version
   scoreBreakdown { policy score band asOf nextChangeAt factors { name points detail } }`;
 
@@ -74,6 +74,7 @@ function profileSection(user) {
     h('h2', { id: 'profile-title' }, 'Profile'),
     dl([
       ['Email', user.email],
+      ['External id', user.externalId ? h('code', {}, user.externalId) : '—'],
       ['Status', h('span', { class: `status status-${user.status.toLowerCase()}` }, user.status.toLowerCase())],
       ['Preferred categories', user.preferredCategories.join(', ') || '—'],
       ['Orders', String(user.orderCount)],
@@ -88,17 +89,22 @@ function profileSection(user) {
 }
 
 function ordersSection(events) {
+  const cancelled = new Map(events.filter((e) => e.type === 'OrderCancelled').map((e) => [e.payload.orderId, e.payload]));
   const orders = events.filter((e) => e.type === 'OrderPlaced').reverse();
   return h('section', { class: 'card', 'aria-labelledby': 'orders-title' },
     h('h2', { id: 'orders-title' }, `Orders (${orders.length})`),
     orders.length
       ? h('div', { class: 'table-wrap' }, h('table', {},
-        h('thead', {}, h('tr', {}, ['Order', 'Amount', 'Placed', 'Categories'].map((c) => h('th', { scope: 'col' }, c)))),
-        h('tbody', {}, orders.map((e) => h('tr', {},
-          h('td', {}, h('code', {}, e.payload.orderId)),
-          h('td', {}, money(e.payload.amountCents / 100)),
-          h('td', {}, timeEl(e.payload.placedAt)),
-          h('td', {}, (e.payload.categories ?? []).join(', ') || '—'))))))
+        h('thead', {}, h('tr', {}, ['Order', 'Amount', 'Placed', 'Categories', 'Cancelled'].map((c) => h('th', { scope: 'col' }, c)))),
+        h('tbody', {}, orders.map((e) => {
+          const cancel = cancelled.get(e.payload.orderId);
+          return h('tr', { class: cancel ? 'cancelled' : null },
+            h('td', {}, h('code', {}, e.payload.orderId)),
+            h('td', {}, money(e.payload.amountCents / 100)),
+            h('td', {}, timeEl(e.payload.placedAt)),
+            h('td', {}, (e.payload.categories ?? []).join(', ') || '—'),
+            h('td', {}, cancel ? (cancel.reason ? `yes: ${cancel.reason}` : 'yes') : '—'));
+        }))))
       : h('p', { class: 'muted' }, 'No orders recorded here (imported history counts only in the summary).'));
 }
 
