@@ -308,30 +308,35 @@ async fn place(state: &AppState, body: OrderBody, metadata: &CommandMetadata) ->
         Err(e) => return command_failed(e),
     };
     let order_id = order.order_id.as_str().to_owned();
-    match state
-        .commands
-        .execute(user_id, ClientAction::PlaceOrder(order), metadata)
-        .await
-    {
+    let action = ClientAction::PlaceOrder(order);
+    run(state, user_id, action, metadata, "recorded", &order_id).await
+}
+
+/// Runs `action` and answers 200 with `status` once the users view shows it.
+async fn run(
+    state: &AppState,
+    user_id: Uuid,
+    action: ClientAction,
+    metadata: &CommandMetadata,
+    status: &str,
+    order_id: &str,
+) -> Response {
+    match state.commands.execute(user_id, action, metadata).await {
         Ok(committed) => {
-            settled(state, committed.position).await;
+            // Waits (a little) for the users view, so that a sender that reads back through
+            // the API sees the write; it is in the log either way.
+            let _ = state
+                .read_models
+                .users
+                .wait_for(committed.position, std::time::Duration::from_secs(5))
+                .await;
             answer(
                 StatusCode::OK,
-                json!({ "status": "recorded", "userId": user_id, "orderId": order_id, "version": committed.version }),
+                json!({ "status": status, "userId": user_id, "orderId": order_id, "version": committed.version }),
             )
         }
         Err(e) => command_failed(e),
     }
-}
-
-/// Waits (a little) for the users view to show a write, so that a sender that reads back
-/// through the API sees it; the write is in the log either way.
-async fn settled(state: &AppState, position: projections::log::position::LogPosition) {
-    let _ = state
-        .read_models
-        .users
-        .wait_for(position, std::time::Duration::from_secs(5))
-        .await;
 }
 
 async fn cancel_order(state: &AppState, body: CancelBody, metadata: &CommandMetadata) -> Response {
@@ -364,22 +369,17 @@ async fn cancel_order(state: &AppState, body: CancelBody, metadata: &CommandMeta
         }
         Err(e) => return command_failed(e),
     };
-    let cancel = CancelOrder {
+    let action = ClientAction::CancelOrder(CancelOrder {
         order_id: order_id.clone(),
         reason: body.reason,
-    };
-    match state
-        .commands
-        .execute(user_id, ClientAction::CancelOrder(cancel), metadata)
-        .await
-    {
-        Ok(committed) => {
-            settled(state, committed.position).await;
-            answer(
-                StatusCode::OK,
-                json!({ "status": "cancelled", "userId": user_id, "orderId": order_id.as_str(), "version": committed.version }),
-            )
-        }
-        Err(e) => command_failed(e),
-    }
+    });
+    run(
+        state,
+        user_id,
+        action,
+        metadata,
+        "cancelled",
+        order_id.as_str(),
+    )
+    .await
 }
