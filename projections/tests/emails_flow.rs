@@ -6,6 +6,8 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use domain::client::{ClientAction, SetEngagementScore};
+use domain::values::Score;
 use projections::engagement::workers::WorkerSettings;
 use projections::engagement::writer::openai::INSTRUCTIONS;
 use projections::engagement::writer::template::TemplateWriter;
@@ -398,4 +400,43 @@ async fn a_worker_that_dies_after_the_llm_answered_leaves_a_job_another_finishes
         1,
         "one email for the job, however often it ran"
     );
+}
+
+#[sqlx::test(migrator = "projections::db::MIGRATOR")]
+async fn statuses_written_together_are_in_place_for_each_decision_of_the_same_batch(pool: PgPool) {
+    let flow = Flow::new(&pool);
+    // Everything below lands before the process manager reads: one batch for it.
+    let low = || {
+        ClientAction::SetEngagementScore(SetEngagementScore {
+            score: Score::parse(10, "score").unwrap(),
+            reason: None,
+            actor: "test".into(),
+        })
+    };
+    let stays = flow.client("Stays").await;
+    let leaves = flow.client("Leaves").await;
+    let gone = flow.client("Gone").await;
+    flow.run(leaves, ClientAction::Unsubscribe).await;
+    flow.run(gone, ClientAction::DeleteUser).await;
+    for id in [stays, leaves] {
+        flow.run(id, low()).await;
+    }
+    flow.catch_up().await;
+    let jobs: Vec<Uuid> = sqlx::query_scalar("select user_id from email_jobs")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(jobs, vec![stays]);
+    let statuses: Vec<(Uuid, String)> =
+        sqlx::query_as("select user_id, status from process_manager_clients order by status")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    let mut expected = vec![
+        (stays, "ACTIVE".to_owned()),
+        (gone, "DELETED".to_owned()),
+        (leaves, "UNSUBSCRIBED".to_owned()),
+    ];
+    expected.sort_by(|a, b| a.1.cmp(&b.1));
+    assert_eq!(statuses, expected);
 }

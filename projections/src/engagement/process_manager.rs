@@ -186,6 +186,10 @@ impl Projection for ProcessManager {
     }
 
     async fn apply(&self, tx: &mut PgConnection, events: &[StoredEvent]) -> anyhow::Result<()> {
+        // Status changes are written together, in one statement, but always before anything
+        // that reads or updates the clients' rows, so every decision still sees the status as
+        // of its own event (an import creates thousands of clients in one batch).
+        let mut statuses: Vec<(uuid::Uuid, ClientStatus)> = Vec::new();
         for stored in events {
             let status = match stored.event_type.as_str() {
                 "UserCreated" => Some(ClientStatus::Active),
@@ -195,20 +199,16 @@ impl Projection for ProcessManager {
                 _ => continue,
             };
             if let Some(status) = status {
-                sqlx::query(
-                    "insert into process_manager_clients (user_id, status) values ($1, $2)
-                     on conflict (user_id) do update set status = excluded.status",
-                )
-                .bind(stored.user_id)
-                .bind(status.as_str())
-                .execute(&mut *tx)
-                .await
-                .context("recording a client's status")?;
+                statuses.push((stored.user_id, status));
                 continue;
             }
             match stored.event()? {
-                ClientEvent::UserScored(e) => self.consider(tx, stored, &e).await?,
+                ClientEvent::UserScored(e) if triggers(&e) => {
+                    record_statuses(tx, &mut statuses).await?;
+                    self.consider(tx, stored, &e).await?;
+                }
                 ClientEvent::EmailGenerated(e) => {
+                    record_statuses(tx, &mut statuses).await?;
                     sqlx::query(
                         "update process_manager_clients
                             set last_email_at = greatest(coalesce(last_email_at, $2), $2)
@@ -222,6 +222,31 @@ impl Projection for ProcessManager {
                 _ => {}
             }
         }
-        Ok(())
+        record_statuses(tx, &mut statuses).await
     }
+}
+
+/// Writes the status changes gathered so far (the last one of each client wins) and forgets
+/// them.
+async fn record_statuses(
+    tx: &mut PgConnection,
+    statuses: &mut Vec<(uuid::Uuid, ClientStatus)>,
+) -> anyhow::Result<()> {
+    if statuses.is_empty() {
+        return Ok(());
+    }
+    let last: std::collections::HashMap<uuid::Uuid, ClientStatus> = statuses.drain(..).collect();
+    let (ids, values): (Vec<uuid::Uuid>, Vec<&str>) =
+        last.into_iter().map(|(id, s)| (id, s.as_str())).unzip();
+    sqlx::query(
+        "insert into process_manager_clients (user_id, status)
+         select * from unnest($1::uuid[], $2::text[])
+         on conflict (user_id) do update set status = excluded.status",
+    )
+    .bind(&ids)
+    .bind(&values)
+    .execute(&mut *tx)
+    .await
+    .context("recording clients' statuses")?;
+    Ok(())
 }
