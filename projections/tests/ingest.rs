@@ -421,10 +421,36 @@ async fn concurrent_creations_through_one_external_id_make_one_client(pool: PgPo
     assert!(matches!(taken, Err(CommandError::Rejected(_))), "{taken:?}");
     bus.update_user(plain, give("EXT-2"), &meta).await.unwrap();
     assert_eq!(bus.resolve_external_id("EXT-2").await.unwrap(), Some(plain));
-    // A refused change gives its claim back.
-    let refused = bus.update_user(plain, give("EXT-3"), &meta).await;
-    assert!(refused.is_err());
+    // A client keeps the one it has.
+    let another = bus.update_user(plain, give("EXT-3"), &meta).await;
+    assert!(
+        matches!(another, Err(CommandError::Rejected(_))),
+        "{another:?}"
+    );
     assert_eq!(bus.resolve_external_id("EXT-3").await.unwrap(), None);
+
+    // A change the aggregate refuses after the claim was made (the client is deleted) gives
+    // the claim back.
+    let doomed = Uuid::new_v4();
+    bus.create_user(
+        CreateUser {
+            id: doomed,
+            external_id: None,
+            ..create("Doomed")
+        },
+        &meta,
+    )
+    .await
+    .unwrap();
+    bus.execute(doomed, ClientAction::DeleteUser, &meta)
+        .await
+        .unwrap();
+    let refused = bus.update_user(doomed, give("EXT-4"), &meta).await;
+    assert!(
+        matches!(refused, Err(CommandError::Rejected(_))),
+        "{refused:?}"
+    );
+    assert_eq!(bus.resolve_external_id("EXT-4").await.unwrap(), None);
 }
 
 #[sqlx::test(migrator = "projections::db::MIGRATOR")]
@@ -492,4 +518,75 @@ async fn a_commit_across_a_snapshot_boundary_loses_no_event_on_the_next_load(poo
         cqrs_es::Aggregate::apply(&mut replayed, serde_json::from_str(&payload).unwrap());
     }
     assert_eq!(loaded, replayed);
+}
+
+#[sqlx::test(migrator = "projections::db::MIGRATOR")]
+async fn imported_history_emails_nobody_and_the_next_ordinary_score_decides(pool: PgPool) {
+    use projections::engagement::process_manager::{ProcessManager, ProcessManagerSettings};
+    let clock = Arc::new(ManualClock::new(
+        Utc.with_ymd_and_hms(2026, 6, 1, 12, 0, 0).unwrap(),
+    ));
+    let bus = CommandBus::new(pool.clone(), ClientServices::default(), clock.clone());
+    let ingest = Ingest::new(
+        &bus,
+        pool.clone(),
+        CommandMetadata::for_actor("import"),
+        true,
+    );
+    run_clients(
+        &ingest,
+        "external_id,name,email,preferred_categories,created_at\n\
+         L1,Long Gone,gone@example.com,,2022-01-01\n",
+    )
+    .await;
+    run_orders(
+        &ingest,
+        "external_id,order_id,placed_at,amount,categories\n\
+         L1,1,2022-02-01,40.00,\n\
+         L1,2,2022-03-01,40.00,\n",
+        StreamSettings::default(),
+    )
+    .await;
+    let view = state(&pool).await;
+    assert_eq!(view[0].5, "at_risk", "the lapse is long past: {view:?}");
+    let manager = Consumer::new(
+        pool.clone(),
+        ProcessManager::new(ProcessManagerSettings::default()),
+        ConsumerSettings::default(),
+        LogSignal::new(),
+    );
+    manager.catch_up().await.unwrap();
+    let jobs = || async {
+        sqlx::query_scalar::<_, i64>("select count(*) from email_jobs")
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+    };
+    assert_eq!(jobs().await, 0, "an import emails nobody");
+
+    // Time passes. A lapse this old has reached the bottom of the score: rescoring records
+    // nothing new, so it still makes no job.
+    clock.advance(chrono::Duration::days(40));
+    let id = bus.resolve_external_id("L1").await.unwrap().unwrap();
+    let scheduler = CommandMetadata::for_actor("scheduler");
+    bus.execute(id, ClientAction::Rescore, &scheduler)
+        .await
+        .unwrap();
+    manager.catch_up().await.unwrap();
+    assert_eq!(jobs().await, 0);
+
+    // The next ordinary score decides: here an operator's, at risk, makes the one email job.
+    bus.execute(
+        id,
+        ClientAction::SetEngagementScore(domain::client::SetEngagementScore {
+            score: domain::values::Score::parse(20, "score").unwrap(),
+            reason: Some("win-back campaign".into()),
+            actor: "operator:test".into(),
+        }),
+        &scheduler,
+    )
+    .await
+    .unwrap();
+    manager.catch_up().await.unwrap();
+    assert_eq!(jobs().await, 1);
 }

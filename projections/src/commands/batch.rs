@@ -111,8 +111,11 @@ impl Batch {
         let ids: Vec<String> = commands.iter().map(|(id, _)| id.to_string()).collect();
         let mut loaded = self.load(&ids).await?;
         assert_eq!(loaded.len(), ids.len(), "one command per user in a batch");
-        let metadata = serde_json::to_value(metadata.to_map()).context("serializing metadata")?;
-        let mut rows = Rows::default();
+        let mut rows = Rows {
+            // The same for every event of the batch: bound once.
+            metadata: serde_json::to_value(metadata.to_map()).context("serializing metadata")?,
+            ..Rows::default()
+        };
         let mut results = Vec::with_capacity(commands.len());
         let mut snapshots = Vec::new();
         for ((_, action), id) in commands.into_iter().zip(&ids) {
@@ -130,7 +133,7 @@ impl Batch {
             let before = state.sequence;
             for event in &events {
                 state.sequence += 1;
-                rows.push(id, state.sequence, event, &metadata)?;
+                rows.push(id, state.sequence, event)?;
                 state.client.apply(event.clone());
             }
             // Besides the bus's boundaries, a client an import keeps coming back to (a file in
@@ -347,20 +350,13 @@ struct Rows {
 }
 
 impl Rows {
-    fn push(
-        &mut self,
-        id: &str,
-        sequence: usize,
-        event: &ClientEvent,
-        metadata: &Value,
-    ) -> anyhow::Result<()> {
+    fn push(&mut self, id: &str, sequence: usize, event: &ClientEvent) -> anyhow::Result<()> {
         self.ids.push(id.to_owned());
         self.sequences.push(sequence as i64);
         self.types.push(event.event_type());
         self.versions.push(event.event_version());
         self.payloads
             .push(serde_json::to_string(event).context("serializing an event")?);
-        self.metadata.clone_from(metadata);
         Ok(())
     }
 }

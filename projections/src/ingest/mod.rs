@@ -445,7 +445,8 @@ impl Default for StreamSettings {
 
 /// Feeds rows (or rows refused while reading) from `rows` through `record` on
 /// `settings.workers` workers, telling `progress` after every chunk, and returns the totals.
-/// Rows of one client always go to the same worker, in file order.
+/// Rows of one client always go to the same worker, in file order. Rejections reach only
+/// `progress` (to print or keep as the caller likes); the totals count what went in.
 ///
 /// # Errors
 /// A chunk failed (the database, or endless conflicts); the chunks before it are recorded.
