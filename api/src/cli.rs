@@ -203,13 +203,21 @@ async fn run_serve(database: &DatabaseConfig, config: ServeConfig) -> anyhow::Re
         ));
     }
     tracing::info!(%address, policy = %config.scoring.scoring_policy, "serving");
-    println!("engagement is listening on http://{address}/");
+    let mut banner = format!("engagement is listening on http://{address}/\n");
     if let Some(token) = generated {
         // Like Jupyter: no token configured, so one was made for this run. The link carries it.
-        println!("no API_TOKENS configured; an admin token was generated for this run. Open the dashboard:");
-        println!("    http://{address}/?token={token}");
-        println!("or the GraphQL playground:");
-        println!("    http://{address}/graphql?token={token}");
+        banner.push_str(&format!(
+            "no API_TOKENS configured; an admin token was generated for this run. Open the dashboard:\n    \
+             http://{address}/?token={token}\nor the GraphQL playground:\n    \
+             http://{address}/graphql?token={token}\n"
+        ));
+    }
+    // One write, and a closed stdout (`serve | head -1`, a supervisor that stopped reading) is
+    // not a reason to stop serving: `println!` would panic on it.
+    {
+        use std::io::Write as _;
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(banner.as_bytes()).and_then(|()| out.flush());
     }
     app.run(listener, shutdown_signal()).await
 }

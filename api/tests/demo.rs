@@ -37,13 +37,16 @@ async fn the_demo_shows_a_populated_dashboard_within_a_minute() {
     );
     let base = std::env::var("DATABASE_URL").expect("DATABASE_URL");
     let (server, _) = base.rsplit_once('/').unwrap();
+    let log = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}.log"));
     let mut child = Command::new(env!("CARGO_BIN_EXE_engagement"))
         .args(["serve", "--demo", "--listen", "127.0.0.1:0"])
         .env("DATABASE_URL", format!("{server}/{name}"))
         .env_remove("API_TOKENS")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::from(
+            std::fs::File::create(&log).expect("the server's log file"),
+        ))
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
@@ -52,19 +55,21 @@ async fn the_demo_shows_a_populated_dashboard_within_a_minute() {
         admin_url: base.clone(),
         database: format!("{name}_demo"),
     };
-    // The printed dashboard link carries the run's token.
-    let link = tokio::task::spawn_blocking(move || {
-        BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-            .find_map(|line| {
-                let line = line.trim();
-                (line.starts_with("http://") && line.contains("/?token=")).then(|| line.to_owned())
-            })
-    })
-    .await
-    .unwrap()
-    .expect("serve --demo printed a dashboard link");
+    // The printed dashboard link carries the run's token. The reader keeps draining stdout
+    // afterwards, as a terminal would.
+    let (found, link) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let mut found = Some(found);
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let line = line.trim();
+            if line.starts_with("http://") && line.contains("/?token=") {
+                if let Some(found) = found.take() {
+                    let _ = found.send(line.to_owned());
+                }
+            }
+        }
+    });
+    let link = link.await.expect("serve --demo printed a dashboard link");
 
     let browser_tests = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
     assert!(
@@ -88,10 +93,11 @@ async fn the_demo_shows_a_populated_dashboard_within_a_minute() {
     println!("{}", String::from_utf8_lossy(&output.stdout));
     assert!(
         output.status.success(),
-        "the demo's browser test failed ({}):\n{}\n{}",
+        "the demo's browser test failed ({}):\n{}\n{}\nthe server's log:\n{}",
         output.status,
         String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
+        String::from_utf8_lossy(&output.stderr),
+        std::fs::read_to_string(&log).unwrap_or_default()
     );
     drop(demo);
 }
