@@ -17,11 +17,16 @@ use super::commands::{
     CancelOrder, ClientAction, ClientCommand, CreateUser, PlaceOrder, PlaceOrders, RecordEmail,
     SetEngagementScore, UpdateUser,
 };
+use super::delivery::{
+    AddressSuppressed, DeliveryAction, EmailApproved, EmailBounced, EmailCancelled,
+    EmailComplained, EmailDelivery, EmailFailed, EmailRejected, EmailSent,
+};
 use super::errors::ClientError;
 use super::events::{
     ClientEvent, EmailGenerated, OrderCancelled, OrderPlaced, OrderSummary, ScoreCause,
     UserCreated, UserDeleted, UserScored, UserUnsubscribed, UserUpdated,
 };
+use super::status::EmailStatus;
 use crate::scoring::{Band, CadenceV2, ClientFacts, ScoreFactor, ScoringPolicy};
 use crate::values::{Money, ValidationError};
 
@@ -112,6 +117,13 @@ pub struct Client {
     #[serde(default)]
     history_last_order_at: Option<DateTime<Utc>>,
     email_ids: BTreeSet<Uuid>,
+    /// Where each email written since delivery existed stands.
+    #[serde(default)]
+    deliveries: BTreeMap<Uuid, EmailDelivery>,
+    /// The address that must not be written to (undeliverable, or suppressed by hand); it
+    /// stops mattering when the client's address changes.
+    #[serde(default)]
+    suppressed_address: Option<String>,
     last_email_at: Option<DateTime<Utc>>,
     score: Option<ScoreState>,
     created_at: Option<DateTime<Utc>>,
@@ -194,11 +206,42 @@ impl Aggregate for Client {
             }
             ClientEvent::EmailGenerated(e) => {
                 self.email_ids.insert(e.email_id);
+                self.deliveries
+                    .entry(e.email_id)
+                    .or_insert_with(|| EmailDelivery::written(e.delivery));
                 self.last_email_at = Some(
                     self.last_email_at
                         .map_or(e.generated_at, |t| t.max(e.generated_at)),
                 );
             }
+            ClientEvent::EmailApproved(e) => {
+                self.advance(e.email_id, EmailStatus::Generated, true);
+            }
+            ClientEvent::EmailRejected(e) => self.advance(e.email_id, EmailStatus::Rejected, false),
+            ClientEvent::EmailCancelled(e) => {
+                self.advance(e.email_id, EmailStatus::Cancelled, false);
+            }
+            ClientEvent::EmailSent(e) => {
+                // What left is a fact even after a decision not to send it.
+                if let Some(current) = self.deliveries.get_mut(&e.email_id) {
+                    if stage(current) < 3 && current.status != EmailStatus::Sent {
+                        *current = EmailDelivery {
+                            status: EmailStatus::Sent,
+                            queued: false,
+                        };
+                    }
+                }
+            }
+            ClientEvent::EmailFailed(e) => self.advance(e.email_id, EmailStatus::Failed, false),
+            ClientEvent::EmailBounced(e) => {
+                if e.permanent {
+                    self.advance(e.email_id, EmailStatus::Bounced, false);
+                }
+            }
+            ClientEvent::EmailComplained(e) => {
+                self.advance(e.email_id, EmailStatus::Complained, false);
+            }
+            ClientEvent::AddressSuppressed(e) => self.suppressed_address = Some(e.address),
             ClientEvent::UserUnsubscribed(_) => self.lifecycle = Lifecycle::Unsubscribed,
             ClientEvent::UserDeleted(_) => self.lifecycle = Lifecycle::Deleted,
         }
@@ -260,10 +303,17 @@ impl Client {
             ClientAction::RecordEmail(email) => {
                 self.record_email(email, now, services, &mut decision)?
             }
+            ClientAction::Deliver(action) => {
+                // Delivery changes no fact a score reads.
+                self.deliver(action, now, &mut decision)?;
+                return Ok(decision.events);
+            }
             ClientAction::Unsubscribe => {
                 if self.lifecycle == Lifecycle::Active {
                     decision.push(ClientEvent::UserUnsubscribed(UserUnsubscribed {
                         unsubscribed_at: now,
+                        source: None,
+                        email_id: None,
                     }));
                 }
             }
@@ -511,6 +561,9 @@ impl Client {
         if self.lifecycle == Lifecycle::Unsubscribed {
             return Err(ClientError::Unsubscribed);
         }
+        if self.is_suppressed() {
+            return Err(ClientError::AddressSuppressed);
+        }
         // An email the process manager asked for is written only while the reason for it
         // holds: a client who recovered between the trigger and the writing is not emailed.
         if email.trigger.is_some() && !self.is_at_risk() {
@@ -544,8 +597,209 @@ impl Client {
             engagement_score_at_time: self.score.as_ref().map_or(0, |s| s.score),
             trigger: email.trigger,
             generated_at: now,
+            delivery: Some(email.delivery),
         }));
         Ok(())
+    }
+
+    /// Moves an email forward (never back: an event applied again over a later state, as a
+    /// snapshot's reload may do, changes nothing).
+    fn advance(&mut self, email_id: Uuid, status: EmailStatus, queued: bool) {
+        let to = EmailDelivery { status, queued };
+        if let Some(current) = self.deliveries.get_mut(&email_id) {
+            if stage(&to) > stage(current) {
+                *current = to;
+            }
+        }
+    }
+
+    fn delivery(&self, email_id: Uuid) -> Result<EmailDelivery, ClientError> {
+        self.deliveries
+            .get(&email_id)
+            .copied()
+            .ok_or(ClientError::EmailNotFound)
+    }
+
+    fn deliver(
+        &self,
+        action: DeliveryAction,
+        now: DateTime<Utc>,
+        decision: &mut Decision,
+    ) -> Result<(), ClientError> {
+        match action {
+            DeliveryAction::Approve { email_id, actor } => {
+                let current = self.delivery(email_id)?;
+                match current.status {
+                    EmailStatus::PendingReview => {
+                        decision.push(ClientEvent::EmailApproved(EmailApproved {
+                            email_id,
+                            reviewed_by: actor,
+                            approved_at: now,
+                        }));
+                    }
+                    // Approving twice, or an approved email that has left since, is done.
+                    _ if current.queued || current.status == EmailStatus::Sent => {}
+                    status => {
+                        return Err(ClientError::EmailNotAllowed {
+                            status,
+                            action: "approved",
+                        })
+                    }
+                }
+            }
+            DeliveryAction::Reject {
+                email_id,
+                actor,
+                reason,
+            } => {
+                let reason = reason.trim();
+                if reason.is_empty() {
+                    return Err(ValidationError::new("reason", "a rejection needs a reason").into());
+                }
+                match self.delivery(email_id)?.status {
+                    EmailStatus::PendingReview => {
+                        decision.push(ClientEvent::EmailRejected(EmailRejected {
+                            email_id,
+                            reviewed_by: actor,
+                            reason: reason.to_owned(),
+                            rejected_at: now,
+                        }));
+                    }
+                    EmailStatus::Rejected => {}
+                    status => {
+                        return Err(ClientError::EmailNotAllowed {
+                            status,
+                            action: "rejected",
+                        })
+                    }
+                }
+            }
+            DeliveryAction::Cancel { email_id, reason } => {
+                let current = self.delivery(email_id)?;
+                if current.queued || current.status == EmailStatus::PendingReview {
+                    decision.push(ClientEvent::EmailCancelled(EmailCancelled {
+                        email_id,
+                        reason,
+                        cancelled_at: now,
+                    }));
+                }
+            }
+            DeliveryAction::Sent {
+                email_id,
+                message_id,
+            } => {
+                let current = self.delivery(email_id)?;
+                // What left is recorded whatever was decided meanwhile; only once.
+                if !matches!(
+                    current.status,
+                    EmailStatus::Sent | EmailStatus::Bounced | EmailStatus::Complained
+                ) {
+                    decision.push(ClientEvent::EmailSent(EmailSent {
+                        email_id,
+                        message_id,
+                        sent_at: now,
+                    }));
+                }
+            }
+            DeliveryAction::Failed {
+                email_id,
+                reply,
+                recipient_refused,
+            } => {
+                if self.delivery(email_id)?.queued {
+                    decision.push(ClientEvent::EmailFailed(EmailFailed {
+                        email_id,
+                        reply: reply.clone(),
+                        failed_at: now,
+                    }));
+                }
+                if recipient_refused {
+                    self.suppress(reply, "smtp", now, decision);
+                }
+            }
+            DeliveryAction::Bounced {
+                email_id,
+                permanent,
+            } => {
+                let current = self.delivery(email_id)?;
+                if current.status == EmailStatus::Bounced {
+                    return Ok(());
+                }
+                decision.push(ClientEvent::EmailBounced(EmailBounced {
+                    email_id,
+                    permanent,
+                    reported_at: now,
+                }));
+                if permanent {
+                    self.suppress(
+                        "the provider reported a permanent bounce".into(),
+                        "bounce",
+                        now,
+                        decision,
+                    );
+                }
+            }
+            DeliveryAction::Complained { email_id } => {
+                if self.delivery(email_id)?.status != EmailStatus::Complained {
+                    decision.push(ClientEvent::EmailComplained(EmailComplained {
+                        email_id,
+                        reported_at: now,
+                    }));
+                }
+                if self.lifecycle == Lifecycle::Active {
+                    decision.push(ClientEvent::UserUnsubscribed(UserUnsubscribed {
+                        unsubscribed_at: now,
+                        source: Some("complaint".into()),
+                        email_id: Some(email_id),
+                    }));
+                }
+            }
+            DeliveryAction::Unsubscribe { email_id, source } => {
+                if self.lifecycle == Lifecycle::Active {
+                    decision.push(ClientEvent::UserUnsubscribed(UserUnsubscribed {
+                        unsubscribed_at: now,
+                        source: Some(source),
+                        email_id,
+                    }));
+                }
+            }
+            DeliveryAction::Suppress { reason, source } => {
+                let reason = reason.trim();
+                if reason.is_empty() {
+                    return Err(ValidationError::new(
+                        "reason",
+                        "say why the address is suppressed",
+                    )
+                    .into());
+                }
+                self.suppress(reason.to_owned(), &source, now, decision);
+            }
+        }
+        Ok(())
+    }
+
+    /// Suppresses the client's current address, once.
+    fn suppress(&self, reason: String, source: &str, now: DateTime<Utc>, decision: &mut Decision) {
+        if decision.state.is_suppressed() {
+            return;
+        }
+        decision.push(ClientEvent::AddressSuppressed(AddressSuppressed {
+            address: self.email.clone(),
+            reason,
+            source: source.to_owned(),
+            suppressed_at: now,
+        }));
+    }
+
+    /// Whether the client's current address is suppressed.
+    pub fn is_suppressed(&self) -> bool {
+        self.suppressed_address.as_deref() == Some(self.email.as_str())
+    }
+
+    /// Where an email written to the client stands (`None`: no such email, or one written
+    /// before delivery existed and never touched since).
+    pub fn email_delivery(&self, email_id: Uuid) -> Option<EmailDelivery> {
+        self.deliveries.get(&email_id).copied()
     }
 
     /// The facts a scoring policy looks at.
@@ -575,6 +829,7 @@ impl Client {
     /// opted out, and outside the cooldown after the last email.
     pub fn may_be_emailed(&self, now: DateTime<Utc>, cooldown: Duration) -> bool {
         self.lifecycle == Lifecycle::Active
+            && !self.is_suppressed()
             && self
                 .next_email_allowed_at(cooldown)
                 .is_none_or(|t| t <= now)
@@ -632,6 +887,20 @@ impl Client {
     /// Time of the last event.
     pub fn updated_at(&self) -> Option<DateTime<Utc>> {
         self.updated_at
+    }
+}
+
+/// How far along its life an email is: written (0), released for sending (1), settled (2),
+/// reported on after sending (3).
+fn stage(d: &EmailDelivery) -> u8 {
+    match d.status {
+        EmailStatus::Generated if d.queued => 1,
+        EmailStatus::Generated | EmailStatus::WouldSend | EmailStatus::PendingReview => 0,
+        EmailStatus::Sent
+        | EmailStatus::Cancelled
+        | EmailStatus::Rejected
+        | EmailStatus::Failed => 2,
+        EmailStatus::Bounced | EmailStatus::Complained => 3,
     }
 }
 

@@ -4,6 +4,7 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use super::delivery::{DeliveryAction, DeliveryMode};
 use super::events::{EmailTrigger, Generator, TokenUsage};
 use crate::values::{Categories, EmailAddress, ExternalId, Money, OrderId, Score, UserName};
 
@@ -131,6 +132,8 @@ pub struct RecordEmail {
     pub content: EmailContent,
     /// The event that caused it.
     pub trigger: Option<EmailTrigger>,
+    /// How it is to leave (the `EMAIL_DELIVERY` in force when it was written).
+    pub delivery: DeliveryMode,
 }
 
 /// What to do to a client.
@@ -152,6 +155,8 @@ pub enum ClientAction {
     Rescore,
     /// Record a generated email.
     RecordEmail(RecordEmail),
+    /// A step in a written email's delivery, or the client's address.
+    Deliver(DeliveryAction),
     /// Opt the client out of emails.
     Unsubscribe,
     /// Delete the client.
@@ -184,6 +189,17 @@ impl ClientCommand {
             ClientAction::SetEngagementScore(_) => "set_engagement_score",
             ClientAction::Rescore => "rescore",
             ClientAction::RecordEmail(_) => "record_email",
+            ClientAction::Deliver(ref d) => match d {
+                DeliveryAction::Approve { .. } => "approve_email",
+                DeliveryAction::Reject { .. } => "reject_email",
+                DeliveryAction::Cancel { .. } => "cancel_email",
+                DeliveryAction::Sent { .. } => "record_email_sent",
+                DeliveryAction::Failed { .. } => "record_email_failed",
+                DeliveryAction::Bounced { .. } => "record_email_bounced",
+                DeliveryAction::Complained { .. } => "record_email_complaint",
+                DeliveryAction::Unsubscribe { .. } => "one_click_unsubscribe",
+                DeliveryAction::Suppress { .. } => "suppress_address",
+            },
             ClientAction::Unsubscribe => "unsubscribe",
             ClientAction::DeleteUser => "delete_user",
         }

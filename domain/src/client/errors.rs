@@ -27,6 +27,20 @@ pub enum ClientError {
     /// band (they ordered, or someone set their score, since the trigger).
     #[error("user is no longer at risk")]
     NotAtRisk,
+    /// The client's address is suppressed (undeliverable, or by hand) until it changes.
+    #[error("the user's email address is suppressed")]
+    AddressSuppressed,
+    /// No email with this id was written to this client.
+    #[error("this user has no email with this id")]
+    EmailNotFound,
+    /// The email is not where the action needs it to be.
+    #[error("the email is {status}; it cannot be {action}")]
+    EmailNotAllowed {
+        /// Where it stands.
+        status: super::status::EmailStatus,
+        /// What was asked (`approved`, `rejected`).
+        action: &'static str,
+    },
     /// An email was written too recently.
     #[error(
         "an email was written within the cooldown; the next may be written at {next_allowed_at}"

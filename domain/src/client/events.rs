@@ -7,6 +7,10 @@ use cqrs_es::DomainEvent;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use super::delivery::{
+    AddressSuppressed, DeliveryMode, EmailApproved, EmailBounced, EmailCancelled, EmailComplained,
+    EmailFailed, EmailRejected, EmailSent,
+};
 use crate::scoring::{Band, ScoreFactor};
 
 /// The schema version of every event type written by this build.
@@ -28,6 +32,22 @@ pub enum ClientEvent {
     UserScored(UserScored),
     /// A re-engagement email was written for the client.
     EmailGenerated(EmailGenerated),
+    /// An operator let an email waiting for review go.
+    EmailApproved(EmailApproved),
+    /// An operator stopped an email for good.
+    EmailRejected(EmailRejected),
+    /// The client left the audience before the email was sent.
+    EmailCancelled(EmailCancelled),
+    /// The mail server accepted an email.
+    EmailSent(EmailSent),
+    /// The mail server refused an email for good.
+    EmailFailed(EmailFailed),
+    /// The provider reported a bounce.
+    EmailBounced(EmailBounced),
+    /// The provider reported a spam complaint.
+    EmailComplained(EmailComplained),
+    /// The client's address must not be written to until it changes.
+    AddressSuppressed(AddressSuppressed),
     /// The client opted out of emails.
     UserUnsubscribed(UserUnsubscribed),
     /// The client was deleted; nothing more can happen to them.
@@ -44,6 +64,14 @@ impl ClientEvent {
             Self::OrderCancelled(e) => e.cancelled_at,
             Self::UserScored(e) => e.as_of,
             Self::EmailGenerated(e) => e.generated_at,
+            Self::EmailApproved(e) => e.approved_at,
+            Self::EmailRejected(e) => e.rejected_at,
+            Self::EmailCancelled(e) => e.cancelled_at,
+            Self::EmailSent(e) => e.sent_at,
+            Self::EmailFailed(e) => e.failed_at,
+            Self::EmailBounced(e) => e.reported_at,
+            Self::EmailComplained(e) => e.reported_at,
+            Self::AddressSuppressed(e) => e.suppressed_at,
             Self::UserUnsubscribed(e) => e.unsubscribed_at,
             Self::UserDeleted(e) => e.deleted_at,
         }
@@ -59,6 +87,14 @@ impl DomainEvent for ClientEvent {
             Self::OrderCancelled(_) => "OrderCancelled",
             Self::UserScored(_) => "UserScored",
             Self::EmailGenerated(_) => "EmailGenerated",
+            Self::EmailApproved(_) => "EmailApproved",
+            Self::EmailRejected(_) => "EmailRejected",
+            Self::EmailCancelled(_) => "EmailCancelled",
+            Self::EmailSent(_) => "EmailSent",
+            Self::EmailFailed(_) => "EmailFailed",
+            Self::EmailBounced(_) => "EmailBounced",
+            Self::EmailComplained(_) => "EmailComplained",
+            Self::AddressSuppressed(_) => "AddressSuppressed",
             Self::UserUnsubscribed(_) => "UserUnsubscribed",
             Self::UserDeleted(_) => "UserDeleted",
         }
@@ -288,6 +324,9 @@ pub struct EmailGenerated {
     pub trigger: Option<EmailTrigger>,
     /// When.
     pub generated_at: DateTime<Utc>,
+    /// How it leaves (`None`: written before delivery existed; never sent by itself).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<DeliveryMode>,
 }
 
 /// The client opted out of emails.
@@ -296,6 +335,13 @@ pub struct EmailGenerated {
 pub struct UserUnsubscribed {
     /// When.
     pub unsubscribed_at: DateTime<Utc>,
+    /// How: `one-click` (an email's link), `complaint` (a spam report); absent when through
+    /// the API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// The email whose link or report it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email_id: Option<Uuid>,
 }
 
 /// The client was deleted.

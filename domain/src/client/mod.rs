@@ -4,11 +4,14 @@
 //! - [`commands`]: what callers ask (`CreateUser`, `PlaceOrder`, `RecordEmail`, ...).
 //! - [`events`]: what happened (`UserCreated`, `OrderPlaced`, `UserScored`, ...).
 //! - [`aggregate`]: the rules that turn one into the other, and the state they fold into.
+//! - [`delivery`]: an email's life after it is written (review, sending, bounces) and the
+//!   client's suppressed address.
 //! - [`errors`]: why a command was refused.
 //! - [`status`]: where a client and an email stand (the closed sets the read models store).
 
 pub mod aggregate;
 pub mod commands;
+pub mod delivery;
 pub mod errors;
 pub mod events;
 pub mod status;
@@ -20,6 +23,7 @@ pub use aggregate::{
     Client, ClientServices, Lifecycle, ScoreState, FUTURE_TOLERANCE_MINUTES, MANUAL_POLICY,
 };
 pub use commands::*;
+pub use delivery::*;
 pub use errors::ClientError;
 pub use events::*;
 pub use status::{ClientStatus, EmailStatus, UnknownStatus};

@@ -88,12 +88,24 @@ status! {
 status! {
     /// Where a written email stands.
     EmailStatus, "email" {
-        /// Written, not yet released for delivery.
+        /// Written and not sent yet (queued for the sender, or written before delivery existed).
         Generated => "GENERATED",
         /// Ready for delivery, and no delivery is configured (the seed's dry run).
         WouldSend => "WOULD_SEND",
         /// Handed to the mail server.
         Sent => "SENT",
+        /// Waits for an operator (`review` delivery).
+        PendingReview => "PENDING_REVIEW",
+        /// An operator said no; never sent.
+        Rejected => "REJECTED",
+        /// The client left the audience before it was sent.
+        Cancelled => "CANCELLED",
+        /// The mail server refused it for good.
+        Failed => "FAILED",
+        /// The provider reported a hard bounce.
+        Bounced => "BOUNCED",
+        /// The provider reported a spam complaint.
+        Complained => "COMPLAINED",
     }
 }
 

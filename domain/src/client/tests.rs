@@ -113,7 +113,175 @@ fn with_trigger(id: u128, trigger: Option<EmailTrigger>) -> ClientAction {
             usage: None,
         },
         trigger,
+        delivery: DeliveryMode::Off,
     })
+}
+
+fn email_in(id: u128, delivery: DeliveryMode) -> ClientAction {
+    let ClientAction::RecordEmail(mut record) = email(id) else {
+        unreachable!()
+    };
+    record.delivery = delivery;
+    ClientAction::RecordEmail(record)
+}
+
+fn deliver(action: DeliveryAction) -> ClientAction {
+    ClientAction::Deliver(action)
+}
+
+#[test]
+fn a_reviewed_email_is_approved_or_rejected_once_with_who_and_why() {
+    let given = history(vec![
+        at(ClientAction::CreateUser(create_user()), t0()),
+        at(email_in(1, DeliveryMode::Review), day(1)),
+    ]);
+    let client = replay(&given);
+    let id = Uuid::from_u128(1);
+    assert_eq!(
+        client.email_delivery(id).unwrap().status,
+        EmailStatus::PendingReview
+    );
+    let approve = || {
+        deliver(DeliveryAction::Approve {
+            email_id: id,
+            actor: "ops-1".into(),
+        })
+    };
+    let approved = history_from(&given, vec![at(approve(), day(1)), at(approve(), day(2))]);
+    assert_eq!(approved.len(), 1, "approving twice records once");
+    assert!(matches!(&approved[0], ClientEvent::EmailApproved(e) if e.reviewed_by == "ops-1"));
+    let after = replay(&[given.clone(), approved].concat());
+    assert!(after.email_delivery(id).unwrap().queued);
+    // Once approved it cannot be rejected; a rejection needs a reason.
+    let rejected = replay(&given).decide(
+        at(
+            deliver(DeliveryAction::Reject {
+                email_id: id,
+                actor: "ops-1".into(),
+                reason: " ".into(),
+            }),
+            day(1),
+        ),
+        &services(),
+    );
+    assert!(matches!(rejected, Err(ClientError::Validation(v)) if v.field == "reason"));
+    let err = after
+        .decide(
+            at(
+                deliver(DeliveryAction::Reject {
+                    email_id: id,
+                    actor: "ops-1".into(),
+                    reason: "tone".into(),
+                }),
+                day(2),
+            ),
+            &services(),
+        )
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        ClientError::EmailNotAllowed {
+            action: "rejected",
+            ..
+        }
+    ));
+    // An email that is not the client's is not found.
+    assert_eq!(
+        replay(&given).decide(
+            at(
+                deliver(DeliveryAction::Approve {
+                    email_id: Uuid::from_u128(99),
+                    actor: "ops".into()
+                }),
+                day(1)
+            ),
+            &services()
+        ),
+        Err(ClientError::EmailNotFound)
+    );
+}
+
+#[test]
+fn a_refused_recipient_suppresses_the_address_until_it_changes() {
+    let given = history(vec![
+        at(ClientAction::CreateUser(create_user()), t0()),
+        at(email_in(1, DeliveryMode::Auto), day(1)),
+    ]);
+    let id = Uuid::from_u128(1);
+    let failed = history_from(
+        &given,
+        vec![at(
+            deliver(DeliveryAction::Failed {
+                email_id: id,
+                reply: "550 5.1.1 no such user".into(),
+                recipient_refused: true,
+            }),
+            day(1),
+        )],
+    );
+    assert!(matches!(&failed[0], ClientEvent::EmailFailed(_)));
+    assert!(
+        matches!(&failed[1], ClientEvent::AddressSuppressed(e) if e.address == "ada@example.com" && e.source == "smtp")
+    );
+    let all = [given, failed].concat();
+    let client = replay(&all);
+    assert!(client.is_suppressed());
+    assert!(!client.may_be_emailed(day(30), Duration::days(7)));
+    assert_eq!(
+        client.decide(at(email(2), day(30)), &services()),
+        Err(ClientError::AddressSuppressed)
+    );
+    // A new address lifts it.
+    let moved = history_from(
+        &all,
+        vec![at(
+            ClientAction::UpdateUser(UpdateUser {
+                email: Some(EmailAddress::parse("ada@new.example").unwrap()),
+                ..UpdateUser::default()
+            }),
+            day(31),
+        )],
+    );
+    let client = replay(&[all, moved].concat());
+    assert!(!client.is_suppressed());
+    assert!(client.decide(at(email(2), day(31)), &services()).is_ok());
+}
+
+#[test]
+fn a_complaint_unsubscribes_and_sending_is_recorded_once_even_when_applied_again() {
+    let given = history(vec![
+        at(ClientAction::CreateUser(create_user()), t0()),
+        at(email_in(1, DeliveryMode::Auto), day(1)),
+    ]);
+    let id = Uuid::from_u128(1);
+    let sent = || {
+        deliver(DeliveryAction::Sent {
+            email_id: id,
+            message_id: "<1@example.com>".into(),
+        })
+    };
+    let events = history_from(
+        &given,
+        vec![
+            at(sent(), day(1)),
+            at(sent(), day(1)),
+            at(deliver(DeliveryAction::Complained { email_id: id }), day(2)),
+            at(deliver(DeliveryAction::Complained { email_id: id }), day(2)),
+        ],
+    );
+    let types: Vec<String> = events
+        .iter()
+        .map(cqrs_es::DomainEvent::event_type)
+        .collect();
+    assert_eq!(types, ["EmailSent", "EmailComplained", "UserUnsubscribed"]);
+    let mut client = replay(&[given, events.clone()].concat());
+    assert_eq!(client.lifecycle(), Lifecycle::Unsubscribed);
+    // A reload that applies an older event again moves nothing back.
+    client.apply(events[0].clone());
+    assert_eq!(
+        client.email_delivery(id).unwrap().status,
+        EmailStatus::Complained
+    );
 }
 
 fn scored(events: &[ClientEvent]) -> Vec<&UserScored> {
