@@ -63,6 +63,8 @@ pub struct AppParts {
     pub response_cache_bytes: usize,
     /// Secrets of `POST /webhooks/orders` (none: off).
     pub order_webhook: crate::http::webhooks::WebhookSecrets,
+    /// Secrets of `POST /webhooks/email-events` (none: off).
+    pub email_events_webhook: crate::http::webhooks::WebhookSecrets,
     /// The demo's fill, when serving one.
     pub demo: Option<Arc<crate::demo::DemoProgress>>,
 }
@@ -82,10 +84,13 @@ impl AppParts {
                 writer: ConfiguredWriter::Template(TemplateWriter),
                 workers: WorkerSettings::default(),
                 process_manager: ProcessManagerSettings::default(),
+                delivery: projections::engagement::delivery::DeliverySettings::off(),
+                sender: None,
             },
             rate_limit: Some(RateLimit::default()),
             response_cache_bytes: 64 << 20,
             order_webhook: Default::default(),
+            email_events_webhook: Default::default(),
             demo: None,
         }
     }
@@ -118,7 +123,7 @@ impl App {
             &mut background,
         );
         let jobs_signal = Arc::new(tokio::sync::Notify::new());
-        let email_writer = projections::runtime::start_emails(
+        let emails = projections::runtime::start_emails(
             &parts.pool,
             commands.clone(),
             parts.email,
@@ -127,12 +132,14 @@ impl App {
             &mut background,
             &stop,
         );
+        let email_writer = emails.describe_writer.clone();
         let schema = build_schema(ApiContext {
             pool: parts.pool.clone(),
             commands: commands.clone(),
             read_models: read_models.clone(),
             live,
             email_writer: email_writer.clone(),
+            emails: emails.clone(),
             jobs_signal,
             demo: parts.demo,
         });
@@ -148,6 +155,8 @@ impl App {
                 rate_limiter: parts.rate_limit.map(|l| Arc::new(RateLimiter::new(l))),
                 parsed: Default::default(),
                 order_webhook: parts.order_webhook,
+                email_events_webhook: parts.email_events_webhook,
+                emails,
                 response_cache: (parts.response_cache_bytes > 0)
                     .then(|| Arc::new(ResponseCache::new(parts.response_cache_bytes))),
             },
@@ -178,6 +187,8 @@ impl App {
             .merge(http::playground::router())
             .merge(http::dashboard::router())
             .merge(http::webhooks::router())
+            .merge(http::email_events::router())
+            .merge(http::unsubscribe::router())
             .layer(cors)
             .layer(TraceLayer::new_for_http())
             .with_state(self.state.clone())

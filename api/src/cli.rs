@@ -44,7 +44,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             tracing::info!("migrations applied");
             Ok(())
         }
-        Command::Serve(serve) => run_serve(&cli.database, serve).await,
+        Command::Serve(serve) => run_serve(&cli.database, &cli.secrets, *serve).await,
         Command::Backtest(config) => crate::backtest::run(&config),
         Command::Token { role, name } => {
             anyhow::ensure!(
@@ -136,7 +136,12 @@ pub async fn prepare_database(config: &DatabaseConfig) -> anyhow::Result<PgPool>
     Ok(pool)
 }
 
-async fn run_serve(database: &DatabaseConfig, config: ServeConfig) -> anyhow::Result<()> {
+async fn run_serve(
+    database: &DatabaseConfig,
+    secrets: &crate::config::SecretsConfig,
+    config: ServeConfig,
+) -> anyhow::Result<()> {
+    let master_key = secrets.master_key()?;
     let database = if config.demo {
         DatabaseConfig {
             database_url: crate::demo::database_url(&database.database_url),
@@ -150,6 +155,8 @@ async fn run_serve(database: &DatabaseConfig, config: ServeConfig) -> anyhow::Re
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
     let address = listener.local_addr()?;
+    // Settings are checked before any background work starts: a bad one stops here, named.
+    let (delivery, sender) = config.delivery.settings(address, &master_key)?;
     let mut tokens = TokenStore::parse(&config.api_tokens)?;
     let generated = tokens.is_empty().then(|| {
         let token = crate::graphql::auth::new_token();
@@ -172,7 +179,9 @@ async fn run_serve(database: &DatabaseConfig, config: ServeConfig) -> anyhow::Re
                 .map_err(|_| anyhow::anyhow!("CORS_ORIGINS: {o:?} is not a valid origin"))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let mut email = config.email.settings(config.scoring.email_cooldown_days)?;
+    let mut email = config
+        .email
+        .settings(config.scoring.email_cooldown_days, delivery, sender)?;
     let demo = config.demo.then(|| {
         let delay = &mut email.process_manager.trigger_delay;
         *delay = (*delay).min(chrono::Duration::seconds(5));
@@ -191,6 +200,9 @@ async fn run_serve(database: &DatabaseConfig, config: ServeConfig) -> anyhow::Re
         rate_limit: config.rate_limit(),
         response_cache_bytes: config.api_response_cache_mb.saturating_mul(1 << 20),
         order_webhook: crate::http::webhooks::WebhookSecrets::parse(&config.order_webhook_secret),
+        email_events_webhook: crate::http::webhooks::WebhookSecrets::parse(
+            &config.delivery.email_events_webhook_secret,
+        ),
         demo: demo.clone(),
         ..AppParts::new(pool)
     });

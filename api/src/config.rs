@@ -15,6 +15,9 @@ pub struct Cli {
     /// Database settings shared by every command.
     #[command(flatten)]
     pub database: DatabaseConfig,
+    /// The master key, found the same way by every command.
+    #[command(flatten)]
+    pub secrets: SecretsConfig,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -24,7 +27,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Create the database if needed, apply migrations and serve HTTP until SIGINT/SIGTERM.
-    Serve(ServeConfig),
+    Serve(Box<ServeConfig>),
     /// Create the database if needed and apply migrations, then exit.
     Migrate,
     /// Rescore every client with the configured policy (after switching `SCORING_POLICY`).
@@ -218,6 +221,9 @@ pub struct ServeConfig {
     /// Email writing.
     #[command(flatten)]
     pub email: EmailConfig,
+    /// Email delivery.
+    #[command(flatten)]
+    pub delivery: DeliveryConfig,
 }
 
 impl ServeConfig {
@@ -289,6 +295,8 @@ impl EmailConfig {
     pub fn settings(
         &self,
         cooldown_days: u16,
+        delivery: projections::engagement::delivery::DeliverySettings,
+        sender: Option<projections::runtime::SenderParts>,
     ) -> anyhow::Result<projections::runtime::EmailSettings> {
         use projections::engagement::workers::WorkerSettings;
         use projections::engagement::writer::openai::{OpenAiSettings, OpenAiWriter, Secret};
@@ -322,6 +330,8 @@ impl EmailConfig {
                 cooldown: chrono::Duration::days(i64::from(cooldown_days)),
                 trigger_delay: chrono::Duration::seconds(i64::from(self.email_trigger_delay_secs)),
             },
+            delivery,
+            sender,
         })
     }
 }
@@ -346,6 +356,318 @@ pub struct BacktestConfig {
     pub scores_out: Option<std::path::PathBuf>,
 }
 
+/// The master key (`MASTER_KEY` or `MASTER_KEY_FILE`): every subcommand finds it the same way.
+#[derive(Clone, Args)]
+pub struct SecretsConfig {
+    /// The master key, base64 of 32 bytes. It derives the unsubscribe-token key. Takes
+    /// precedence over MASTER_KEY_FILE.
+    #[arg(long, env = "MASTER_KEY", hide_env_values = true, global = true)]
+    pub master_key: Option<String>,
+    /// A file holding the master key (base64). Created with mode 0600 at first start when
+    /// neither is set, with a warning to back it up apart from the database.
+    #[arg(
+        long,
+        env = "MASTER_KEY_FILE",
+        default_value = "engagement.key",
+        global = true
+    )]
+    pub master_key_file: std::path::PathBuf,
+}
+
+impl std::fmt::Debug for SecretsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecretsConfig")
+            .field(
+                "master_key",
+                &self.master_key.as_ref().map(|_| "[redacted]"),
+            )
+            .field("master_key_file", &self.master_key_file)
+            .finish()
+    }
+}
+
+fn decode_key(text: &str, source: &str) -> anyhow::Result<[u8; 32]> {
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(text.trim())
+        .map_err(|_| anyhow::anyhow!("{source} is not base64"))?;
+    <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| {
+        anyhow::anyhow!(
+            "{source} must be base64 of 32 bytes, not of {}",
+            bytes.len()
+        )
+    })
+}
+
+impl SecretsConfig {
+    /// The master key: `MASTER_KEY`, else the file, else a new key written to the file.
+    ///
+    /// # Errors
+    /// The key is malformed, or the file cannot be read or created (each names the setting).
+    pub fn master_key(&self) -> anyhow::Result<[u8; 32]> {
+        use anyhow::Context as _;
+        use base64::Engine as _;
+        if let Some(key) = self.master_key.as_deref().filter(|k| !k.trim().is_empty()) {
+            return decode_key(key, "MASTER_KEY");
+        }
+        let path = &self.master_key_file;
+        match std::fs::read_to_string(path) {
+            Ok(text) => {
+                #[cfg(unix)]
+                {
+                    use std::os::unix::fs::PermissionsExt as _;
+                    if let Ok(meta) = std::fs::metadata(path) {
+                        if meta.permissions().mode() & 0o077 != 0 {
+                            tracing::warn!(file = %path.display(), "the master key file is readable by others: chmod 600 it");
+                        }
+                    }
+                }
+                decode_key(&text, &format!("MASTER_KEY_FILE ({})", path.display()))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                use rand::RngCore as _;
+                use std::io::Write as _;
+                let mut key = [0u8; 32];
+                rand::rngs::OsRng.fill_bytes(&mut key);
+                let mut options = std::fs::OpenOptions::new();
+                options.write(true).create_new(true);
+                #[cfg(unix)]
+                {
+                    use std::os::unix::fs::OpenOptionsExt as _;
+                    options.mode(0o600);
+                }
+                let mut file = match options.open(path) {
+                    Ok(file) => file,
+                    // Another process created it meanwhile: use theirs.
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                        return self.master_key()
+                    }
+                    Err(e) => {
+                        return Err(e).with_context(|| {
+                            format!("creating MASTER_KEY_FILE {}", path.display())
+                        })
+                    }
+                };
+                writeln!(
+                    file,
+                    "{}",
+                    base64::engine::general_purpose::STANDARD.encode(key)
+                )
+                .and_then(|()| file.sync_all())
+                .with_context(|| format!("writing MASTER_KEY_FILE {}", path.display()))?;
+                tracing::warn!(
+                    file = %path.display(),
+                    "generated a new master key: back this file up apart from the database; without it, unsubscribe links stop working"
+                );
+                Ok(key)
+            }
+            Err(e) => Err(e).with_context(|| format!("reading MASTER_KEY_FILE {}", path.display())),
+        }
+    }
+}
+
+/// How written emails leave.
+#[derive(Clone, Args)]
+pub struct DeliveryConfig {
+    /// `off` (written emails become WOULD_SEND), `review` (they wait for approveEmail) or
+    /// `auto` (sent as soon as written). Default: `off` without SMTP_URL, `review` with one.
+    #[arg(long, env = "EMAIL_DELIVERY", value_parser = ["off", "review", "auto"])]
+    pub email_delivery: Option<String>,
+    /// The mail server: `smtps://user:pass@host:465` (implicit TLS), `smtp://user:pass@host:587`
+    /// (STARTTLS required), `smtp://host:port?tls=off` (plain, a local relay).
+    #[arg(long, env = "SMTP_URL", hide_env_values = true)]
+    pub smtp_url: Option<String>,
+    /// The sender: `Shop <hello@shop.example>`.
+    #[arg(long, env = "EMAIL_FROM")]
+    pub email_from: Option<String>,
+    /// Where unsubscribe links point (https in production). Default: http://LISTEN_ADDR.
+    #[arg(long, env = "PUBLIC_BASE_URL")]
+    pub public_base_url: Option<String>,
+    /// Messages per second, across all instances.
+    #[arg(long, env = "SMTP_MAX_PER_SECOND", default_value_t = 10.0)]
+    pub smtp_max_per_second: f64,
+    /// Messages in flight at once (and pooled connections).
+    #[arg(long, env = "SMTP_CONCURRENCY", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub smtp_concurrency: u16,
+    /// How long one SMTP exchange may take.
+    #[arg(long, env = "SMTP_TIMEOUT_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=600))]
+    pub smtp_timeout_secs: u64,
+    /// A `mailto:` address for List-Unsubscribe, besides the one-click URL.
+    #[arg(long, env = "UNSUBSCRIBE_MAILTO")]
+    pub unsubscribe_mailto: Option<String>,
+    /// DKIM selector (with DKIM_DOMAIN and DKIM_PRIVATE_KEY_FILE: sign every message).
+    #[arg(long, env = "DKIM_SELECTOR")]
+    pub dkim_selector: Option<String>,
+    /// DKIM signing domain.
+    #[arg(long, env = "DKIM_DOMAIN")]
+    pub dkim_domain: Option<String>,
+    /// A PKCS#1 PEM RSA private key.
+    #[arg(long, env = "DKIM_PRIVATE_KEY_FILE")]
+    pub dkim_private_key_file: Option<std::path::PathBuf>,
+    /// Signs every email.
+    #[arg(long, env = "BRAND_NAME", default_value = "Our stylists")]
+    pub brand_name: String,
+    /// Where the call to action points.
+    #[arg(long, env = "SHOP_URL", default_value = projections::engagement::writer::DEFAULT_SHOP_URL)]
+    pub shop_url: String,
+    /// The sender's postal address, in every email's footer (CAN-SPAM).
+    #[arg(long, env = "SENDER_POSTAL_ADDRESS")]
+    pub sender_postal_address: Option<String>,
+    /// Secrets of POST /webhooks/email-events, comma-separated (unset: off).
+    #[arg(
+        long,
+        env = "EMAIL_EVENTS_WEBHOOK_SECRET",
+        default_value = "",
+        hide_env_values = true
+    )]
+    pub email_events_webhook_secret: String,
+}
+
+impl std::fmt::Debug for DeliveryConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeliveryConfig")
+            .field("email_delivery", &self.email_delivery)
+            .field("smtp_url", &self.smtp_url.as_ref().map(|_| "[redacted]"))
+            .field("email_from", &self.email_from)
+            .field("public_base_url", &self.public_base_url)
+            .finish_non_exhaustive()
+    }
+}
+
+fn web_url(raw: &str, setting: &str) -> anyhow::Result<url::Url> {
+    let url =
+        url::Url::parse(raw.trim()).map_err(|e| anyhow::anyhow!("{setting} is not a URL: {e}"))?;
+    anyhow::ensure!(
+        matches!(url.scheme(), "http" | "https") && url.host_str().is_some(),
+        "{setting} must be an http(s) URL with a host"
+    );
+    Ok(url)
+}
+
+/// What [`DeliveryConfig::settings`] gives: the delivery in force and, when it sends, the
+/// mail server's client.
+pub type Delivery = (
+    projections::engagement::delivery::DeliverySettings,
+    Option<projections::runtime::SenderParts>,
+);
+
+impl DeliveryConfig {
+    /// The delivery in force and, when it sends, the mail server's client.
+    ///
+    /// # Errors
+    /// A setting is missing or malformed (the error names it and never repeats a secret).
+    pub fn settings(&self, listen: SocketAddr, master_key: &[u8; 32]) -> anyhow::Result<Delivery> {
+        use domain::client::DeliveryMode;
+        use projections::engagement::delivery::smtp::{
+            DkimSettings, Mailer, MailerSettings, SmtpUrl,
+        };
+        use projections::engagement::delivery::{DeliverySettings, SenderSettings};
+        let smtp_url = self
+            .smtp_url
+            .as_deref()
+            .map(str::trim)
+            .filter(|u| !u.is_empty());
+        let mode = match self.email_delivery.as_deref() {
+            Some(mode) => mode.parse::<DeliveryMode>().map_err(anyhow::Error::msg)?,
+            None if smtp_url.is_some() => DeliveryMode::Review,
+            None => DeliveryMode::Off,
+        };
+        let public_base_url = match &self.public_base_url {
+            Some(raw) => web_url(raw, "PUBLIC_BASE_URL")?,
+            None => web_url(&format!("http://{listen}"), "PUBLIC_BASE_URL")?,
+        };
+        if mode != DeliveryMode::Off && public_base_url.scheme() != "https" {
+            tracing::warn!(url = %public_base_url, "PUBLIC_BASE_URL is not https: unsubscribe links in sent emails are not protected in transit (fine for local testing only)");
+        }
+        let shop = web_url(&self.shop_url, "SHOP_URL")?;
+        let brand = self.brand_name.trim();
+        anyhow::ensure!(
+            !brand.is_empty() && brand.chars().count() <= 100,
+            "BRAND_NAME must be 1 to 100 characters"
+        );
+        let delivery = DeliverySettings {
+            mode,
+            letterhead: projections::engagement::writer::Letterhead {
+                brand: brand.to_owned(),
+                shop_url: shop.to_string(),
+                postal_address: self
+                    .sender_postal_address
+                    .as_deref()
+                    .map(str::trim)
+                    .filter(|a| !a.is_empty())
+                    .map(str::to_owned),
+            },
+            public_base_url: public_base_url.as_str().trim_end_matches('/').to_owned(),
+            token_key: projections::engagement::delivery::unsubscribe::TokenKey::derive(master_key),
+        };
+        if mode == DeliveryMode::Off {
+            return Ok((delivery, None));
+        }
+        let Some(smtp_url) = smtp_url else {
+            anyhow::bail!("EMAIL_DELIVERY={mode} needs SMTP_URL (the mail server)");
+        };
+        let url: SmtpUrl = smtp_url.parse().map_err(anyhow::Error::msg)?;
+        let from = self
+            .email_from
+            .as_deref()
+            .ok_or_else(|| {
+                anyhow::anyhow!("EMAIL_DELIVERY={mode} needs EMAIL_FROM (the sender's address)")
+            })?
+            .parse()
+            .map_err(|e| anyhow::anyhow!("EMAIL_FROM is not an address: {e}"))?;
+        anyhow::ensure!(
+            self.smtp_max_per_second.is_finite() && self.smtp_max_per_second > 0.0,
+            "SMTP_MAX_PER_SECOND must be a positive number"
+        );
+        if let Some(mailto) = &self.unsubscribe_mailto {
+            anyhow::ensure!(
+                mailto.starts_with("mailto:") && !mailto.contains(['<', '>', ',', '\r', '\n']),
+                "UNSUBSCRIBE_MAILTO must be a mailto: URI"
+            );
+        }
+        let dkim = match (
+            &self.dkim_selector,
+            &self.dkim_domain,
+            &self.dkim_private_key_file,
+        ) {
+            (None, None, None) => None,
+            (Some(selector), Some(domain), Some(file)) => Some(DkimSettings {
+                selector: selector.clone(),
+                domain: domain.clone(),
+                private_key_pem: std::fs::read_to_string(file).map_err(|e| {
+                    anyhow::anyhow!(
+                        "DKIM_PRIVATE_KEY_FILE {} cannot be read: {e}",
+                        file.display()
+                    )
+                })?,
+            }),
+            _ => anyhow::bail!(
+                "DKIM needs all of DKIM_SELECTOR, DKIM_DOMAIN and DKIM_PRIVATE_KEY_FILE"
+            ),
+        };
+        let mailer = Mailer::new(&MailerSettings {
+            url,
+            from,
+            unsubscribe_mailto: self.unsubscribe_mailto.clone(),
+            dkim,
+            pool_size: u32::from(self.smtp_concurrency),
+            timeout: Duration::from_secs(self.smtp_timeout_secs),
+        })
+        .map_err(anyhow::Error::msg)?;
+        Ok((
+            delivery,
+            Some(projections::runtime::SenderParts {
+                mailer: Arc::new(mailer),
+                settings: SenderSettings {
+                    concurrency: usize::from(self.smtp_concurrency),
+                    max_per_second: Some(self.smtp_max_per_second),
+                    ..SenderSettings::default()
+                },
+            }),
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use clap::Parser as _;
@@ -365,7 +687,11 @@ mod tests {
     fn the_trigger_delay_reaches_the_process_manager_and_no_threshold_is_taken() {
         // Flags, not the environment: the test must not depend on the shell it runs in.
         let settings = email(&["--email-trigger-delay-secs", "5"])
-            .settings(7)
+            .settings(
+                7,
+                projections::engagement::delivery::DeliverySettings::off(),
+                None,
+            )
             .unwrap();
         assert_eq!(
             settings.process_manager.trigger_delay,

@@ -382,6 +382,7 @@ async fn emails_summary_jobs_and_health_read_their_models(pool: PgPool) {
                     usage: None,
                 },
                 trigger: None,
+                delivery: domain::client::DeliveryMode::Off,
             }),
             &CommandMetadata::for_actor("process-manager"),
         )
@@ -415,7 +416,7 @@ async fn emails_summary_jobs_and_health_read_their_models(pool: PgPool) {
         .gql(
             "query($u: ID!, $e: ID!) {
                email(id: $e) { id subject html text status generator engagementScoreAtTime user { name } }
-               emails(userId: $u, status: GENERATED) { totalCount nodes { id } }
+               emails(userId: $u, status: WOULD_SEND) { totalCount nodes { id } }
                user(id: $u) { lastEmailDate emails { totalCount nodes { subject } } }
                engagementSummary { users atRisk averageScore emails scoreHistogram }
                health { status version database emailWriter projectionLag }
@@ -424,7 +425,7 @@ async fn emails_summary_jobs_and_health_read_their_models(pool: PgPool) {
         )
         .await;
     assert_eq!(data["email"]["subject"], "We saved you a seat");
-    assert_eq!(data["email"]["status"], "GENERATED");
+    assert_eq!(data["email"]["status"], "WOULD_SEND");
     assert_eq!(data["email"]["generator"], "template:v1");
     assert_eq!(data["email"]["user"]["name"], "Ida");
     assert_eq!(data["emails"]["totalCount"], 1);

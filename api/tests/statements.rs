@@ -50,6 +50,7 @@ async fn a_page_of_users_with_their_emails_costs_the_same_queries_whatever_its_s
                             usage: None,
                         },
                         trigger: None,
+                        delivery: domain::client::DeliveryMode::Off,
                     }),
                     &CommandMetadata::for_actor("test"),
                 )

@@ -64,10 +64,36 @@ pub struct EmailSettings {
     pub workers: crate::engagement::workers::WorkerSettings,
     /// When to write.
     pub process_manager: crate::engagement::process_manager::ProcessManagerSettings,
+    /// How written emails leave (mode, letterhead, unsubscribe links).
+    pub delivery: crate::engagement::delivery::DeliverySettings,
+    /// The mail server and the sender's limits, when delivery is on.
+    pub sender: Option<SenderParts>,
 }
 
-/// Starts the process manager and the email workers on `tasks`; returns a function describing
-/// the writer and its breaker for health reports.
+/// The sender's half of [`EmailSettings`].
+#[derive(Debug, Clone)]
+pub struct SenderParts {
+    /// The mail server's client (built from its settings at start-up, where a bad setting
+    /// stops the service with its name).
+    pub mailer: std::sync::Arc<crate::engagement::delivery::smtp::Mailer>,
+    /// Concurrency, retries, rate.
+    pub settings: crate::engagement::delivery::SenderSettings,
+}
+
+/// What runs for emails, for health reports and the API.
+#[derive(Clone)]
+pub struct EmailRuntime {
+    /// The writer and its breaker, in words.
+    pub describe_writer: std::sync::Arc<dyn Fn() -> String + Send + Sync>,
+    /// The delivery in force.
+    pub delivery: std::sync::Arc<crate::engagement::delivery::DeliverySettings>,
+    /// The mail server (password hidden), when delivery is on.
+    pub mail_server: Option<String>,
+}
+
+/// Starts the process manager, the email workers and (when delivery is on) the sender on
+/// `tasks`.
+///
 pub fn start_emails(
     pool: &PgPool,
     bus: crate::commands::CommandBus,
@@ -76,24 +102,51 @@ pub fn start_emails(
     wake: std::sync::Arc<tokio::sync::Notify>,
     tasks: &mut JoinSet<()>,
     stop: &CancellationToken,
-) -> std::sync::Arc<dyn Fn() -> String + Send + Sync> {
+) -> EmailRuntime {
+    let sends = std::sync::Arc::new(tokio::sync::Notify::new());
+    let sender = settings.sender.as_ref().map(|parts| {
+        (
+            parts.mailer.clone(),
+            parts.settings.clone(),
+            parts.mailer.server().to_owned(),
+        )
+    });
     let manager = Consumer::new(
         pool.clone(),
         crate::engagement::process_manager::ProcessManager::new(settings.process_manager)
-            .waking(wake.clone()),
+            .waking(wake.clone())
+            .waking_sender(sends.clone()),
         ConsumerSettings::background(),
         models.signal.clone(),
     );
     tasks.spawn(manager.run(stop.clone()));
     let workers = crate::engagement::workers::EmailWorkers::new(
         pool.clone(),
-        bus,
+        bus.clone(),
         settings.writer,
         settings.workers,
         wake,
-    );
+    )
+    .delivering(settings.delivery.clone());
     let breaker = workers.breaker();
     let label = workers.writer_label();
     tasks.spawn(workers.run(stop.clone()));
-    std::sync::Arc::new(move || format!("{label} ({})", breaker.describe()))
+    let mut mail_server = None;
+    if let Some((mailer, sender_settings, server)) = sender {
+        let sender = crate::engagement::delivery::Sender::new(
+            pool.clone(),
+            bus,
+            mailer,
+            settings.delivery.clone(),
+            sender_settings,
+            sends,
+        );
+        tasks.spawn(sender.run(stop.clone()));
+        mail_server = Some(server);
+    }
+    EmailRuntime {
+        describe_writer: std::sync::Arc::new(move || format!("{label} ({})", breaker.describe())),
+        delivery: std::sync::Arc::new(settings.delivery),
+        mail_server,
+    }
 }

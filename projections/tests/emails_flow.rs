@@ -52,7 +52,7 @@ async fn a_successful_reply_records_one_email_with_its_generator_and_usage(pool:
     assert_eq!(emails.len(), 1);
     assert_eq!(emails[0]["id"], email.unwrap().to_string());
     assert_eq!(emails[0]["generator"], "llm:test/model");
-    assert_eq!(emails[0]["status"], "GENERATED");
+    assert_eq!(emails[0]["status"], "WOULD_SEND");
     assert_eq!(emails[0]["usage"]["promptTokens"], 321);
     assert_eq!(emails[0]["engagement_score_at_time"], 12);
     assert!(emails[0]["html"]

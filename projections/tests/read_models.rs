@@ -368,6 +368,7 @@ async fn a_rebuilt_view_equals_the_live_one_row_for_row_after_a_random_history(p
                                 usage: None,
                             },
                             trigger: None,
+                            delivery: domain::client::DeliveryMode::Off,
                         }),
                         92..=97 => ClientAction::Unsubscribe,
                         _ => ClientAction::DeleteUser,

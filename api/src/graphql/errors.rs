@@ -145,6 +145,10 @@ impl From<ClientError> for ApiError {
         match e {
             ClientError::Validation(v) => v.into(),
             ClientError::NotFound => Self::NotFound("user not found".into()),
+            ClientError::EmailNotFound => Self::NotFound("email not found".into()),
+            other @ (ClientError::AddressSuppressed | ClientError::EmailNotAllowed { .. }) => {
+                Self::Conflict(other.to_string())
+            }
             other @ (ClientError::AlreadyExists
             | ClientError::Deleted
             | ClientError::Unsubscribed

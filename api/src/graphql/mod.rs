@@ -53,6 +53,8 @@ pub struct ApiContext {
     pub live: LiveFeed,
     /// The email writer in use, as health reports it.
     pub email_writer: Arc<dyn Fn() -> String + Send + Sync>,
+    /// The delivery in force and the mail server.
+    pub emails: projections::runtime::EmailRuntime,
     /// Wakes email workers (a job was put back).
     pub jobs_signal: Arc<tokio::sync::Notify>,
     /// The demo's fill, when serving one.

@@ -6,14 +6,15 @@ use std::time::Duration;
 use async_graphql::{Context, InputObject, Object, ID};
 use chrono::{DateTime, Utc};
 use domain::client::{
-    CancelOrder, ClientAction, CreateUser, ImportedHistory, PlaceOrder, SetEngagementScore,
-    UpdateUser,
+    CancelOrder, ClientAction, CreateUser, DeliveryAction, ImportedHistory, PlaceOrder,
+    SetEngagementScore, UpdateUser,
 };
 use domain::values::{Categories, EmailAddress, ExternalId, Money, OrderId, Score, UserName};
 use projections::commands::{CommandMetadata, Committed};
 use projections::engagement::jobs::{self, Retry};
 use projections::ingest::{Ingest, OrderRecord};
 use projections::log::position::LogPosition;
+use projections::views::emails;
 use rust_decimal::Decimal;
 use uuid::Uuid;
 
@@ -21,7 +22,7 @@ use super::auth::{Principal, Role, RoleGuard};
 use super::errors::{ApiError, ApiResult};
 use super::ids::parse_id;
 use super::query::fresh_user;
-use super::types::{EmailJob, ImportRejection, ImportResult, User};
+use super::types::{Email, EmailJob, ImportRejection, ImportResult, User};
 use super::{ApiContext, RequestMeta};
 
 /// How long a mutation waits for the read model to show its write.
@@ -170,6 +171,33 @@ async fn read_user(ctx: &Context<'_>, committed: Committed) -> async_graphql::Re
         return Ok(User::from(row));
     }
     Ok(fresh_user(&api.pool, user_id).await?)
+}
+
+/// Records a review of `email_id` and answers with the email as the emails view shows it
+/// after the review.
+async fn review(
+    ctx: &Context<'_>,
+    email_id: Uuid,
+    action: DeliveryAction,
+) -> async_graphql::Result<Email> {
+    let api = ctx.data_unchecked::<ApiContext>();
+    let Some(row) = emails::load(&api.pool, email_id).await? else {
+        return Err(ApiError::NotFound("email not found".into()).into());
+    };
+    let committed = api
+        .commands
+        .execute(row.user_id, ClientAction::Deliver(action), &metadata(ctx)?)
+        .await
+        .map_err(ApiError::from)?;
+    api.read_models
+        .emails
+        .wait_for(committed.position, READ_YOUR_WRITES)
+        .await
+        .map_err(|e| ApiError::from(anyhow::Error::new(e)))?;
+    let row = emails::load(&api.pool, email_id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound("email not found".into()))?;
+    Ok(Email::from(row))
 }
 
 /// The mutation root.
@@ -394,6 +422,64 @@ impl Mutation {
     ) -> async_graphql::Result<User> {
         let id = parse_id(&user_id, "userId")?;
         run_and_read(ctx, id, ClientAction::Unsubscribe).await
+    }
+
+    /// Lets an email waiting for review go (`review` delivery): it is sent next, unless the
+    /// client has left the audience by then (operator).
+    #[graphql(guard = "RoleGuard::new(Role::Operator)")]
+    async fn approve_email(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Email> {
+        let email_id = parse_id(&id, "id")?;
+        let actor = metadata(ctx)?.actor;
+        review(ctx, email_id, DeliveryAction::Approve { email_id, actor }).await
+    }
+
+    /// Stops an email waiting for review for good, saying why (operator).
+    #[graphql(guard = "RoleGuard::new(Role::Operator)")]
+    async fn reject_email(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        reason: String,
+    ) -> async_graphql::Result<Email> {
+        let email_id = parse_id(&id, "id")?;
+        if reason.trim().is_empty() || reason.chars().count() > 500 {
+            return Err(ApiError::validation("reason", "must be 1 to 500 characters").into());
+        }
+        let actor = metadata(ctx)?.actor;
+        review(
+            ctx,
+            email_id,
+            DeliveryAction::Reject {
+                email_id,
+                actor,
+                reason,
+            },
+        )
+        .await
+    }
+
+    /// Marks the client's current address as one that must not be written to (the person
+    /// asked by other means, or the address is known bad); a new address lifts it (operator).
+    #[graphql(guard = "RoleGuard::new(Role::Operator)")]
+    async fn suppress_address(
+        &self,
+        ctx: &Context<'_>,
+        user_id: ID,
+        reason: String,
+    ) -> async_graphql::Result<User> {
+        let id = parse_id(&user_id, "userId")?;
+        if reason.trim().is_empty() || reason.chars().count() > 500 {
+            return Err(ApiError::validation("reason", "must be 1 to 500 characters").into());
+        }
+        run_and_read(
+            ctx,
+            id,
+            ClientAction::Deliver(DeliveryAction::Suppress {
+                reason,
+                source: "manual".to_owned(),
+            }),
+        )
+        .await
     }
 
     /// Puts a dead (or skipped) email job back in the queue (admin).

@@ -392,6 +392,8 @@ impl Query {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             database: report.database.to_owned(),
             email_writer: report.email_writer,
+            email_delivery: api.emails.delivery.mode.to_string(),
+            mail_server: api.emails.mail_server.clone(),
             projection_lag: i32::try_from(report.projection_lag).unwrap_or(i32::MAX),
         })
     }

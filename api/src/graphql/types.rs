@@ -34,12 +34,25 @@ pub enum UserStatus {
 #[derive(Enum, Copy, Clone, Debug, PartialEq, Eq)]
 #[graphql(remote = "domain::client::EmailStatus")]
 pub enum EmailStatus {
-    /// Written, not yet released for delivery.
+    /// Written and not sent yet (queued for the sender, or written before delivery existed).
     Generated,
-    /// Ready for delivery (the seed's "would send").
+    /// Ready, and no delivery is configured (the seed's "would send"); switching delivery on
+    /// never sends this backlog by itself.
     WouldSend,
-    /// Delivered.
+    /// Accepted by the mail server.
     Sent,
+    /// Waits for an operator's `approveEmail` or `rejectEmail`.
+    PendingReview,
+    /// An operator said no; never sent.
+    Rejected,
+    /// The client left the audience before it was sent.
+    Cancelled,
+    /// The mail server refused it for good.
+    Failed,
+    /// The provider reported a hard bounce.
+    Bounced,
+    /// The provider reported a spam complaint.
+    Complained,
 }
 
 /// One reason behind a score.
@@ -217,6 +230,18 @@ pub struct Email {
     pub engagement_score_at_time: i32,
     /// `llm:<model>` or `template:<version>`.
     pub generator: String,
+    /// When the mail server accepted it.
+    pub sent_at: Option<DateTime<Utc>>,
+    /// The Message-ID it was sent with (the same on every attempt).
+    pub message_id: Option<String>,
+    /// The mail server's refusal, the provider's report, or why it was cancelled.
+    pub delivery_error: Option<String>,
+    /// The operator who approved or rejected it.
+    pub reviewed_by: Option<String>,
+    /// Why it was rejected.
+    pub review_reason: Option<String>,
+    /// `off`, `review` or `auto`: the delivery it was written under (none: before delivery).
+    pub delivery_mode: Option<String>,
 }
 
 impl From<EmailRow> for Email {
@@ -232,6 +257,12 @@ impl From<EmailRow> for Email {
             generated_at: row.generated_at,
             engagement_score_at_time: i32::from(row.engagement_score_at_time),
             generator: row.generator,
+            sent_at: row.sent_at,
+            message_id: row.message_id,
+            delivery_error: row.delivery_error,
+            reviewed_by: row.reviewed_by,
+            review_reason: row.review_reason,
+            delivery_mode: row.delivery_mode,
         }
     }
 }
@@ -454,6 +485,10 @@ pub struct Health {
     pub database: String,
     /// The email writer in use and its state.
     pub email_writer: String,
+    /// `off`, `review` or `auto` (`EMAIL_DELIVERY`).
+    pub email_delivery: String,
+    /// The mail server emails leave through (password hidden), when delivery is on.
+    pub mail_server: Option<String>,
     /// Events the slowest read model is behind the log.
     pub projection_lag: i32,
 }

@@ -70,7 +70,12 @@ async fn api_health(State(state): State<AppState>) -> (StatusCode, Json<serde_js
             "status": report.status,
             "version": env!("CARGO_PKG_VERSION"),
             "timestamp": state.commands.clock().now(),
-            "dependencies": { "database": report.database, "emailWriter": report.email_writer },
+            "dependencies": {
+                "database": report.database,
+                "emailWriter": report.email_writer,
+                "emailDelivery": state.emails.delivery.mode.as_str(),
+                "mailServer": state.emails.mail_server,
+            },
             "projectionLag": report.projection_lag,
             "consumers": consumers,
         })),

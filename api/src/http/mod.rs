@@ -1,12 +1,14 @@
 //! HTTP routes; each module exports its own `router()` over the [`AppState`] defined here.
 
 pub mod dashboard;
+pub mod email_events;
 pub mod graphql;
 pub mod health;
 pub mod parsed;
 pub mod playground;
 pub mod rate_limit;
 pub mod response_cache;
+pub mod unsubscribe;
 pub mod webhooks;
 
 use std::sync::Arc;
@@ -43,6 +45,10 @@ pub struct AppState {
     pub parsed: parsed::ParsedQueries,
     /// The order webhook's secrets (none: it is off).
     pub order_webhook: webhooks::WebhookSecrets,
+    /// The email-events webhook's secrets (none: it is off).
+    pub email_events_webhook: webhooks::WebhookSecrets,
+    /// The delivery in force and the mail server.
+    pub emails: projections::runtime::EmailRuntime,
 }
 
 impl std::fmt::Debug for AppState {

@@ -157,11 +157,11 @@ enum Body {
     Order(OrderBody),
 }
 
-fn answer(status: StatusCode, body: Value) -> Response {
+pub(crate) fn answer(status: StatusCode, body: Value) -> Response {
     (status, Json(body)).into_response()
 }
 
-fn refused(field: Option<&str>, message: impl std::fmt::Display) -> Response {
+pub(crate) fn refused(field: Option<&str>, message: impl std::fmt::Display) -> Response {
     answer(
         StatusCode::UNPROCESSABLE_ENTITY,
         json!({ "error": message.to_string(), "field": field }),
@@ -181,7 +181,7 @@ fn text(value: &Value) -> Option<String> {
     }
 }
 
-fn command_failed(error: CommandError) -> Response {
+pub(crate) fn command_failed(error: CommandError) -> Response {
     match error {
         CommandError::Rejected(ClientError::Validation(v)) => invalid(&v),
         CommandError::Rejected(other) => refused(None, other),

@@ -10,6 +10,10 @@
 //! keeps its own record of each client's status and last email (the `process_manager_clients`
 //! table), from the log, so each decision is exact at its event's position.
 //!
+//! It also releases written emails for sending: an email written under `auto`, or approved
+//! under `review`, becomes a send job (`email_sends`) in the same transaction, and the sender
+//! is woken. It writes no email to a suppressed address (until the client's address changes).
+//!
 //! A score recorded by an import of old history (cause `imported`) makes no job: importing
 //! ten years of orders must not email everyone who lapsed at some point in them. The present
 //! decides at the client's next score.
@@ -21,11 +25,12 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use chrono::{DateTime, Duration, Utc};
-use domain::client::{ClientEvent, ClientStatus, ScoreCause, UserScored};
+use domain::client::{ClientEvent, ClientStatus, DeliveryMode, ScoreCause, UserScored};
 use sqlx::PgConnection;
 use tokio::sync::Notify;
 use uuid::Uuid;
 
+use super::delivery::sends::{self, NewSend};
 use super::jobs::{self, NewJob};
 use crate::log::consumer::Projection;
 use crate::log::StoredEvent;
@@ -80,6 +85,9 @@ pub struct ProcessManager {
     /// Wakes this process's email workers when a batch recorded a job.
     jobs: Arc<Notify>,
     recorded: Arc<AtomicBool>,
+    /// Wakes this process's sender when a batch released an email.
+    sends: Arc<Notify>,
+    released: Arc<AtomicBool>,
 }
 
 impl ProcessManager {
@@ -98,6 +106,31 @@ impl ProcessManager {
         self
     }
 
+    /// Also wakes `sends` (the sender) after committing a batch that released an email.
+    #[must_use]
+    pub fn waking_sender(mut self, sends: Arc<Notify>) -> Self {
+        self.sends = sends;
+        self
+    }
+
+    async fn release(
+        &self,
+        tx: &mut PgConnection,
+        stored: &StoredEvent,
+        email_id: Uuid,
+        at: DateTime<Utc>,
+    ) -> anyhow::Result<()> {
+        let send = NewSend {
+            email_id,
+            user_id: stored.user_id,
+            at,
+        };
+        if sends::record(tx, &send).await? {
+            self.released.store(true, Ordering::SeqCst);
+        }
+        Ok(())
+    }
+
     async fn consider(
         &self,
         tx: &mut PgConnection,
@@ -108,18 +141,18 @@ impl ProcessManager {
             return Ok(());
         }
         let at = scored.as_of;
-        let client: Option<(String, Option<DateTime<Utc>>)> = sqlx::query_as(
-            "select status, last_email_at from process_manager_clients where user_id = $1",
+        let client: Option<(String, Option<DateTime<Utc>>, bool)> = sqlx::query_as(
+            "select status, last_email_at, suppressed from process_manager_clients where user_id = $1",
         )
         .bind(stored.user_id)
         .fetch_optional(&mut *tx)
         .await?;
-        let Some((status, last_email_at)) = client else {
+        let Some((status, last_email_at, suppressed)) = client else {
             return Ok(());
         };
         let status: ClientStatus = status.parse()?;
         let cooled = last_email_at.is_none_or(|last| last + self.settings.cooldown <= at);
-        if status != ClientStatus::Active || !cooled {
+        if status != ClientStatus::Active || !cooled || suppressed {
             return Ok(());
         }
         // One open job per client: two low scores in a row make one email.
@@ -151,7 +184,8 @@ impl Projection for ProcessManager {
     fn touches(&self, events: &[StoredEvent]) -> anyhow::Result<bool> {
         for stored in events {
             let touches = match stored.event_type.as_str() {
-                "UserCreated" | "UserUnsubscribed" | "UserDeleted" | "EmailGenerated" => true,
+                "UserCreated" | "UserUnsubscribed" | "UserDeleted" | "EmailGenerated"
+                | "EmailApproved" | "AddressSuppressed" | "UserUpdated" => true,
                 // Only an at-risk score may make a job.
                 "UserScored" => {
                     matches!(stored.event()?, ClientEvent::UserScored(e) if triggers(&e))
@@ -169,14 +203,20 @@ impl Projection for ProcessManager {
         if self.recorded.swap(false, Ordering::SeqCst) {
             self.jobs.notify_one();
         }
+        if self.released.swap(false, Ordering::SeqCst) {
+            self.sends.notify_one();
+        }
     }
 
     fn payload_types(&self) -> Option<Vec<String>> {
         Some(
             [
                 "UserCreated",
+                "UserUpdated",
                 "UserScored",
                 "EmailGenerated",
+                "EmailApproved",
+                "AddressSuppressed",
                 "UserUnsubscribed",
                 "UserDeleted",
             ]
@@ -195,7 +235,8 @@ impl Projection for ProcessManager {
                 "UserCreated" => Some(ClientStatus::Active),
                 "UserUnsubscribed" => Some(ClientStatus::Unsubscribed),
                 "UserDeleted" => Some(ClientStatus::Deleted),
-                "UserScored" | "EmailGenerated" => None,
+                "UserScored" | "EmailGenerated" | "EmailApproved" | "AddressSuppressed"
+                | "UserUpdated" => None,
                 _ => continue,
             };
             if let Some(status) = status {
@@ -218,12 +259,41 @@ impl Projection for ProcessManager {
                     .bind(e.generated_at)
                     .execute(&mut *tx)
                     .await?;
+                    if e.delivery == Some(DeliveryMode::Auto) {
+                        self.release(tx, stored, e.email_id, e.generated_at).await?;
+                    }
+                }
+                ClientEvent::EmailApproved(e) => {
+                    self.release(tx, stored, e.email_id, e.approved_at).await?;
+                }
+                ClientEvent::AddressSuppressed(_) => {
+                    record_statuses(tx, &mut statuses).await?;
+                    set_suppressed(tx, stored.user_id, true).await?;
+                }
+                ClientEvent::UserUpdated(e) if e.changed.iter().any(|c| c == "email") => {
+                    record_statuses(tx, &mut statuses).await?;
+                    set_suppressed(tx, stored.user_id, false).await?;
                 }
                 _ => {}
             }
         }
         record_statuses(tx, &mut statuses).await
     }
+}
+
+/// Records whether the client's current address is suppressed.
+async fn set_suppressed(
+    tx: &mut PgConnection,
+    user_id: Uuid,
+    suppressed: bool,
+) -> anyhow::Result<()> {
+    sqlx::query("update process_manager_clients set suppressed = $2 where user_id = $1")
+        .bind(user_id)
+        .bind(suppressed)
+        .execute(&mut *tx)
+        .await
+        .context("recording a suppressed address")?;
+    Ok(())
 }
 
 /// Writes the status changes gathered so far (the last one of each client wins) and forgets

@@ -41,8 +41,41 @@ pub struct EmailRow {
     pub trigger_sequence: Option<i64>,
     /// Log position of the triggering event.
     pub trigger_position: Option<i64>,
-    /// Aggregate version of the recording event.
+    /// Aggregate version of the last event that changed the row.
     pub version: i64,
+    /// When the mail server accepted it.
+    pub sent_at: Option<DateTime<Utc>>,
+    /// The Message-ID it was sent with.
+    pub message_id: Option<String>,
+    /// The mail server's refusal, or why it was cancelled.
+    pub delivery_error: Option<String>,
+    /// The operator who approved or rejected it.
+    pub reviewed_by: Option<String>,
+    /// Why it was rejected.
+    pub review_reason: Option<String>,
+    /// `off`, `review` or `auto`, as written (`None`: before delivery existed).
+    pub delivery_mode: Option<String>,
+}
+
+/// The event types that change a row of the view.
+const EMAIL_EVENTS: &[&str] = &[
+    "EmailGenerated",
+    "EmailApproved",
+    "EmailRejected",
+    "EmailCancelled",
+    "EmailSent",
+    "EmailFailed",
+    "EmailBounced",
+    "EmailComplained",
+];
+
+/// A change to an existing row: the status and one delivery column.
+struct Change {
+    id: Uuid,
+    status: Option<EmailStatus>,
+    column: Option<(&'static str, String)>,
+    at: Option<DateTime<Utc>>,
+    version: i64,
 }
 
 /// The emails view, written to `table` (`emails`, or a fresh table during a rebuild).
@@ -76,23 +109,104 @@ impl Projection for EmailsView {
     }
 
     fn payload_types(&self) -> Option<Vec<String>> {
-        Some(vec!["EmailGenerated".to_owned()])
+        Some(EMAIL_EVENTS.iter().map(|t| (*t).to_owned()).collect())
     }
 
     fn touches(&self, events: &[StoredEvent]) -> anyhow::Result<bool> {
-        Ok(events.iter().any(|e| e.event_type == "EmailGenerated"))
+        Ok(events
+            .iter()
+            .any(|e| EMAIL_EVENTS.contains(&e.event_type.as_str())))
     }
 
     async fn apply(&self, tx: &mut PgConnection, events: &[StoredEvent]) -> anyhow::Result<()> {
         let mut rows = Vec::new();
+        let mut changes = Vec::new();
         for stored in events {
-            // Only one event type concerns this view; skip the rest without parsing them.
-            if stored.event_type != "EmailGenerated" {
+            // Skip the events this view does not show without parsing them.
+            if !EMAIL_EVENTS.contains(&stored.event_type.as_str()) {
                 continue;
             }
-            let ClientEvent::EmailGenerated(e) = stored.event()? else {
-                continue;
+            let change = |id, status, column: Option<(&'static str, String)>| Change {
+                id,
+                status,
+                column,
+                at: None,
+                version: stored.sequence,
             };
+            let e = match stored.event()? {
+                ClientEvent::EmailGenerated(e) => e,
+                ClientEvent::EmailApproved(e) => {
+                    changes.push(change(
+                        e.email_id,
+                        Some(EmailStatus::Generated),
+                        Some(("reviewed_by", e.reviewed_by)),
+                    ));
+                    continue;
+                }
+                ClientEvent::EmailRejected(e) => {
+                    changes.push(change(
+                        e.email_id,
+                        Some(EmailStatus::Rejected),
+                        Some(("reviewed_by", e.reviewed_by)),
+                    ));
+                    changes.push(change(e.email_id, None, Some(("review_reason", e.reason))));
+                    continue;
+                }
+                ClientEvent::EmailCancelled(e) => {
+                    changes.push(change(
+                        e.email_id,
+                        Some(EmailStatus::Cancelled),
+                        Some(("delivery_error", e.reason)),
+                    ));
+                    continue;
+                }
+                ClientEvent::EmailSent(e) => {
+                    changes.push(Change {
+                        at: Some(e.sent_at),
+                        ..change(
+                            e.email_id,
+                            Some(EmailStatus::Sent),
+                            Some(("message_id", e.message_id)),
+                        )
+                    });
+                    continue;
+                }
+                ClientEvent::EmailFailed(e) => {
+                    changes.push(change(
+                        e.email_id,
+                        Some(EmailStatus::Failed),
+                        Some(("delivery_error", e.reply)),
+                    ));
+                    continue;
+                }
+                ClientEvent::EmailBounced(e) => {
+                    let status = e.permanent.then_some(EmailStatus::Bounced);
+                    let note = if e.permanent {
+                        "the provider reported a permanent bounce"
+                    } else {
+                        "the provider reported a temporary bounce"
+                    };
+                    changes.push(change(
+                        e.email_id,
+                        status,
+                        Some(("delivery_error", note.to_owned())),
+                    ));
+                    continue;
+                }
+                ClientEvent::EmailComplained(e) => {
+                    changes.push(change(
+                        e.email_id,
+                        Some(EmailStatus::Complained),
+                        Some((
+                            "delivery_error",
+                            "the client reported it as spam".to_owned(),
+                        )),
+                    ));
+                    continue;
+                }
+                _ => continue,
+            };
+            let status = domain::client::EmailDelivery::written(e.delivery).status;
             rows.push(EmailRow {
                 id: e.email_id,
                 user_id: stored.user_id,
@@ -100,7 +214,7 @@ impl Projection for EmailsView {
                 preheader: e.preheader,
                 text: e.text,
                 html: e.html,
-                status: EmailStatus::Generated,
+                status,
                 generated_at: e.generated_at,
                 engagement_score_at_time: i16::from(e.engagement_score_at_time),
                 generator: e.generator.label(),
@@ -111,12 +225,28 @@ impl Projection for EmailsView {
                     .and_then(|t| i64::try_from(t.sequence).ok()),
                 trigger_position: e.trigger.as_ref().map(|t| t.global_position),
                 version: stored.sequence,
+                sent_at: None,
+                message_id: None,
+                delivery_error: None,
+                reviewed_by: None,
+                review_reason: None,
+                delivery_mode: e.delivery.map(|m| m.as_str().to_owned()),
             });
         }
+        self.insert(tx, &rows).await?;
+        for change in changes {
+            self.change(tx, change).await?;
+        }
+        Ok(())
+    }
+}
+
+impl EmailsView {
+    async fn insert(&self, tx: &mut PgConnection, rows: &[EmailRow]) -> anyhow::Result<()> {
         if rows.is_empty() {
             return Ok(());
         }
-        let payload = serde_json::to_value(&rows).context("serializing emails rows")?;
+        let payload = serde_json::to_value(rows).context("serializing emails rows")?;
         // `table` is one of our own static names, never input. An email id is recorded once by
         // the aggregate, so a conflict can only be a replay of the same event.
         sqlx::query(&format!(
@@ -128,6 +258,34 @@ impl Projection for EmailsView {
         .execute(&mut *tx)
         .await
         .context("inserting emails rows")?;
+        Ok(())
+    }
+
+    /// Applies one delivery step to its row. The row's version guards replays: a step at or
+    /// below the row's version was applied already. (Several changes of one event share its
+    /// version, so they compare with `<=` against the version before the event.)
+    async fn change(&self, tx: &mut PgConnection, change: Change) -> anyhow::Result<()> {
+        // Column names are our own constants, never input.
+        let (column, value) = change
+            .column
+            .map_or(("delivery_error", None), |(c, v)| (c, Some(v)));
+        sqlx::query(&format!(
+            "update {t}
+                set status = coalesce($2, status),
+                    {column} = coalesce($3, {column}),
+                    sent_at = coalesce($4, sent_at),
+                    version = $5
+              where id = $1 and version <= $5",
+            t = self.table
+        ))
+        .bind(change.id)
+        .bind(change.status.map(EmailStatus::as_str))
+        .bind(value)
+        .bind(change.at)
+        .bind(change.version)
+        .execute(&mut *tx)
+        .await
+        .context("updating an email's delivery")?;
         Ok(())
     }
 }

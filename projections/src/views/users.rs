@@ -147,6 +147,15 @@ impl UserRow {
             }
             ClientEvent::UserUnsubscribed(_) => self.status = ClientStatus::Unsubscribed,
             ClientEvent::UserDeleted(_) => self.status = ClientStatus::Deleted,
+            // An email's delivery is the emails view's; the row only moves its version.
+            ClientEvent::EmailApproved(_)
+            | ClientEvent::EmailRejected(_)
+            | ClientEvent::EmailCancelled(_)
+            | ClientEvent::EmailSent(_)
+            | ClientEvent::EmailFailed(_)
+            | ClientEvent::EmailBounced(_)
+            | ClientEvent::EmailComplained(_)
+            | ClientEvent::AddressSuppressed(_) => {}
         }
         self.updated_at = event.occurred_at();
         self.version = version;

@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use self::breaker::{Breaker, Permit};
+use super::delivery::DeliverySettings;
 use super::jobs::{self, Claimed, JobStatus, Settlement};
 use super::process_manager::email_id;
 use super::writer::template::TemplateWriter;
@@ -90,6 +91,7 @@ pub struct EmailWorkers<W: EmailWriter> {
     settings: WorkerSettings,
     breaker: Arc<Breaker>,
     wake: Arc<Notify>,
+    delivery: Arc<DeliverySettings>,
 }
 
 impl<W: EmailWriter> Clone for EmailWorkers<W> {
@@ -101,6 +103,7 @@ impl<W: EmailWriter> Clone for EmailWorkers<W> {
             settings: self.settings.clone(),
             breaker: self.breaker.clone(),
             wake: self.wake.clone(),
+            delivery: self.delivery.clone(),
         }
     }
 }
@@ -127,7 +130,16 @@ impl<W: EmailWriter> EmailWorkers<W> {
             writer: Arc::new(writer),
             settings,
             wake,
+            delivery: Arc::new(DeliverySettings::off()),
         }
+    }
+
+    /// Records emails under `delivery`'s mode, signed with its letterhead and carrying its
+    /// unsubscribe links (the default: delivery off).
+    #[must_use]
+    pub fn delivering(mut self, delivery: DeliverySettings) -> Self {
+        self.delivery = Arc::new(delivery);
+        self
     }
 
     /// The breaker (its state shows in the health report).
@@ -270,11 +282,16 @@ impl<W: EmailWriter> EmailWorkers<W> {
         let email = email_id(job.id);
         let action = ClientAction::RecordEmail(RecordEmail {
             email_id: email,
-            content: render(written),
+            content: render(
+                written,
+                &self.delivery.letterhead,
+                Some(&self.delivery.unsubscribe_url(job.user_id, email)),
+            ),
             trigger: Some(EmailTrigger {
                 sequence: u64::try_from(job.trigger_sequence).unwrap_or_default(),
                 global_position: job.trigger_position,
             }),
+            delivery: self.delivery.mode,
         });
         let metadata = CommandMetadata {
             actor: ACTOR.to_owned(),
@@ -286,6 +303,7 @@ impl<W: EmailWriter> EmailWorkers<W> {
             Ok(_) => Outcome::Done(email),
             Err(CommandError::Rejected(
                 e @ (ClientError::Unsubscribed
+                | ClientError::AddressSuppressed
                 | ClientError::Deleted
                 | ClientError::NotAtRisk
                 | ClientError::EmailCooldown { .. }
@@ -431,6 +449,7 @@ fn no_email_now(
         Lifecycle::New => Some("the user does not exist"),
         Lifecycle::Deleted => Some("the user was deleted"),
         Lifecycle::Unsubscribed => Some("the user unsubscribed"),
+        Lifecycle::Active if client.is_suppressed() => Some("the user's address is suppressed"),
         Lifecycle::Active if !client.is_at_risk() => Some("the user is no longer at risk"),
         Lifecycle::Active if !client.may_be_emailed(now, cooldown) => {
             Some("an email was written within the cooldown")

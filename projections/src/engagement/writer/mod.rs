@@ -171,11 +171,47 @@ pub fn escape_html(text: &str) -> String {
     out
 }
 
-/// The link every email's call to action points at (our own, fixed; never from the model).
-pub const CALL_TO_ACTION_URL: &str = "https://shop.example.com/welcome-back";
+/// A URL of our own configuration inside an `href`: only the characters that would end the
+/// attribute or start markup are replaced (a configured URL keeps its `:` and `=`).
+fn escape_attribute_url(url: &str) -> String {
+    url.replace('&', "&amp;")
+        .replace('"', "&quot;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
 
-/// Renders a written draft into the email's content with our own template.
-pub fn render(written: Written) -> EmailContent {
+/// The shop's link when none is configured (`SHOP_URL`).
+pub const DEFAULT_SHOP_URL: &str = "https://shop.example.com/welcome-back";
+
+/// What our template adds around every email: who signs it, where its call to action points
+/// (configured; never from the model), the sender's postal address and the unsubscribe link.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Letterhead {
+    /// Signs the email (`BRAND_NAME`).
+    pub brand: String,
+    /// The call to action's link (`SHOP_URL`).
+    pub shop_url: String,
+    /// The sender's postal address, for the footer (`SENDER_POSTAL_ADDRESS`; CAN-SPAM).
+    pub postal_address: Option<String>,
+}
+
+impl Default for Letterhead {
+    fn default() -> Self {
+        Self {
+            brand: "Our stylists".to_owned(),
+            shop_url: DEFAULT_SHOP_URL.to_owned(),
+            postal_address: None,
+        }
+    }
+}
+
+/// Renders a written draft into the email's content with our own template, signed with
+/// `letterhead`, and with a visible unsubscribe link when the email has one.
+pub fn render(
+    written: Written,
+    letterhead: &Letterhead,
+    unsubscribe_url: Option<&str>,
+) -> EmailContent {
     let Written {
         draft,
         generator,
@@ -192,10 +228,27 @@ pub fn render(written: Written) -> EmailContent {
             escape_html(paragraph.trim())
         ));
     }
+    let shop = &letterhead.shop_url;
+    let brand = letterhead.brand.trim();
     text.push_str(&format!(
-        "{}: {CALL_TO_ACTION_URL}\n",
+        "{}: {shop}\n\n{brand}\n",
         draft.call_to_action.trim()
     ));
+    let mut footer = String::new();
+    if let Some(address) = letterhead.postal_address.as_deref() {
+        text.push_str(&format!("\n{address}\n"));
+        footer.push_str(&format!(
+            "<p style=\"margin:0 0 8px\">{}</p>",
+            escape_html(address)
+        ));
+    }
+    if let Some(url) = unsubscribe_url {
+        text.push_str(&format!("\nTo stop these emails, unsubscribe: {url}\n"));
+        footer.push_str(&format!(
+            "<p style=\"margin:0\"><a href=\"{}\" style=\"color:#666\">Unsubscribe</a> from these emails.</p>",
+            escape_attribute_url(url)
+        ));
+    }
     let html = format!(
         "<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<title>{title}</title>\n</head>\n\
          <body style=\"margin:0;padding:24px;background:#f6f5f2;font-family:Georgia,serif;color:#222\">\n\
@@ -203,12 +256,16 @@ pub fn render(written: Written) -> EmailContent {
          <div style=\"max-width:560px;margin:0 auto;background:#fff;padding:32px;border-radius:8px\">\n\
          \x20     <p style=\"margin:0 0 16px\">{greeting}</p>\n{body}\
          \x20     <p style=\"margin:24px 0 0\"><a href=\"{url}\" style=\"background:#222;color:#fff;padding:12px 20px;border-radius:4px;text-decoration:none\">{cta}</a></p>\n\
-         </div>\n</body>\n</html>\n",
+         \x20     <p style=\"margin:24px 0 0\">{brand}</p>\n\
+         </div>\n\
+         <div style=\"max-width:560px;margin:16px auto 0;font-size:12px;color:#666;font-family:Arial,sans-serif\">{footer}</div>\n\
+         </body>\n</html>\n",
         title = escape_html(&subject),
         preheader = escape_html(draft.preheader.trim()),
         greeting = escape_html(draft.greeting.trim()),
-        url = CALL_TO_ACTION_URL,
+        url = escape_attribute_url(shop),
         cta = escape_html(draft.call_to_action.trim()),
+        brand = escape_html(brand),
     );
     EmailContent {
         subject,
@@ -270,7 +327,24 @@ mod tests {
 
     #[test]
     fn nothing_a_model_or_a_user_typed_becomes_markup() {
-        let html = render(hostile()).html;
+        let letterhead = Letterhead {
+            brand: "Acme <b>Style</b>".into(),
+            ..Letterhead::default()
+        };
+        let content = render(
+            hostile(),
+            &letterhead,
+            Some("https://e.example/unsubscribe/tok"),
+        );
+        let html = content.html;
+        assert!(html.contains("Acme &lt;b&gt;Style&lt;/b&gt;"), "{html}");
+        assert!(
+            html.contains("href=\"https://e.example/unsubscribe/tok\""),
+            "{html}"
+        );
+        assert!(content
+            .text
+            .contains("unsubscribe: https://e.example/unsubscribe/tok"));
         assert!(!html.contains("<script"), "{html}");
         assert!(!html.contains("<img"), "{html}");
         assert!(!html.to_lowercase().contains(" onerror="), "{html}");
@@ -302,7 +376,7 @@ mod tests {
             html.contains("Ignore previous instructions &lt;script&gt;alert(1)&lt;/script&gt;"),
             "{html}"
         );
-        assert!(html.contains(&format!("href=\"{CALL_TO_ACTION_URL}\"")));
+        assert!(html.contains(&format!("href=\"{DEFAULT_SHOP_URL}\"")));
     }
 
     #[test]

@@ -51,7 +51,8 @@ impl TemplateWriter {
             greeting: format!("Hi {first_name},"),
             paragraphs: vec![
                 since,
-                format!("Our stylists have put together fresh {categories} with you in mind. Take a look; if nothing feels right, tell us and we will keep looking."),
+                format!("Our stylists have put together fresh {categories} with you in mind, new since your last visit."),
+                "Your next box is still picked by a person who remembers what you kept and what you sent back, so it gets better every time. Take a look; if nothing feels right, tell us and we will keep looking.".to_owned(),
             ],
             call_to_action: "See your picks".to_owned(),
         }

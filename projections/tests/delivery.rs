@@ -1,0 +1,382 @@
+//! Emails leave over SMTP: a real mail server (aiosmtpd, `tests/smtp/server.py`) receives
+//! what the sender sends, against a real PostgreSQL.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use domain::client::{
+    ClientAction, CreateUser, DeliveryAction, DeliveryMode, ImportedHistory, SetEngagementScore,
+};
+use domain::values::{Categories, EmailAddress, Score, UserName};
+use projections::commands::CommandMetadata;
+use projections::engagement::delivery::smtp::{Mailer, MailerSettings};
+use projections::engagement::delivery::unsubscribe::TokenKey;
+use projections::engagement::delivery::{DeliverySettings, Sender, SenderSettings};
+use projections::engagement::writer::template::TemplateWriter;
+use projections::engagement::writer::ConfiguredWriter;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+/// The test mail server; killed when dropped.
+struct SmtpServer {
+    child: Child,
+    port: u16,
+    maildir: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl SmtpServer {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let maildir = dir.path().join("mail");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/smtp/server.py");
+        let mut child = Command::new("python3")
+            .arg(script)
+            .arg(&maildir)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3 runs (aiosmtpd is installed by .ci/run)");
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        let port = line
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("the SMTP server printed its port, not {line:?}"));
+        Self {
+            child,
+            port,
+            maildir,
+            _dir: dir,
+        }
+    }
+
+    /// Every message received, as text.
+    fn messages(&self) -> Vec<String> {
+        let mut out: Vec<String> = std::fs::read_dir(&self.maildir)
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+                    .map(|e| std::fs::read_to_string(e.path()).unwrap())
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.sort();
+        out
+    }
+}
+
+impl Drop for SmtpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn delivery(mode: DeliveryMode) -> DeliverySettings {
+    DeliverySettings {
+        mode,
+        public_base_url: "https://engage.example".into(),
+        token_key: TokenKey::derive(&[3; 32]),
+        ..DeliverySettings::off()
+    }
+}
+
+fn sender(flow: &Flow, smtp: &SmtpServer, mode: DeliveryMode) -> Sender {
+    let mailer = Mailer::new(&MailerSettings {
+        url: format!("smtp://127.0.0.1:{}?tls=off", smtp.port)
+            .parse()
+            .unwrap(),
+        from: "Shop <hello@shop.example>".parse().unwrap(),
+        unsubscribe_mailto: Some("mailto:unsubscribe@shop.example".into()),
+        dkim: None,
+        pool_size: 2,
+        timeout: Duration::from_secs(5),
+    })
+    .unwrap();
+    Sender::new(
+        flow.pool.clone(),
+        flow.bus.clone(),
+        Arc::new(mailer),
+        delivery(mode),
+        SenderSettings {
+            base_backoff: Duration::from_millis(10),
+            max_backoff: Duration::from_millis(50),
+            max_attempts: 4,
+            max_per_second: None,
+            ..SenderSettings::default()
+        },
+        Arc::new(tokio::sync::Notify::new()),
+    )
+}
+
+/// An at-risk client at `email` with a written email under `mode`; returns the client and the
+/// email.
+async fn written(flow: &Flow, email: &str, mode: DeliveryMode) -> (Uuid, Uuid) {
+    let id = Uuid::new_v4();
+    flow.run(
+        id,
+        ClientAction::CreateUser(CreateUser {
+            id,
+            name: UserName::parse("Ada Lovelace").unwrap(),
+            email: EmailAddress::parse(email).unwrap(),
+            preferred_categories: Categories::parse(&["Denim"], "preferredCategories").unwrap(),
+            history: ImportedHistory::default(),
+            external_id: None,
+            client_since: None,
+            imported: false,
+        }),
+    )
+    .await;
+    flow.run(
+        id,
+        ClientAction::SetEngagementScore(SetEngagementScore {
+            score: Score::parse(12, "score").unwrap(),
+            reason: Some("test".into()),
+            actor: "test".into(),
+        }),
+    )
+    .await;
+    flow.catch_up().await;
+    let workers = flow
+        .workers(ConfiguredWriter::Template(TemplateWriter), fast(3))
+        .delivering(delivery(mode));
+    assert_eq!(workers.drain_once().await.unwrap(), 1);
+    flow.catch_up().await;
+    let email: Uuid = sqlx::query_scalar("select id from emails where user_id = $1")
+        .bind(id)
+        .fetch_one(&flow.pool)
+        .await
+        .unwrap();
+    (id, email)
+}
+
+async fn email_row(pool: &PgPool, id: Uuid) -> serde_json::Value {
+    sqlx::query_scalar("select to_jsonb(e) from emails e where id = $1")
+        .bind(id)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+#[sqlx::test(migrator = "projections::db::MIGRATOR")]
+async fn auto_sends_exactly_one_message_with_one_click_unsubscribe(pool: PgPool) {
+    let smtp = SmtpServer::start();
+    let flow = Flow::new(&pool);
+    let (user, email) = written(&flow, "ada@example.com", DeliveryMode::Auto).await;
+    let sender = sender(&flow, &smtp, DeliveryMode::Auto);
+    assert_eq!(sender.drain_once().await.unwrap(), 1);
+    flow.catch_up().await;
+    assert_eq!(
+        sender.drain_once().await.unwrap(),
+        0,
+        "nothing is sent twice"
+    );
+    let messages = smtp.messages();
+    assert_eq!(messages.len(), 1);
+    // Header lines may be folded: unfold them.
+    let message = &messages[0].replace("\r\n ", " ").replace("\n ", " ");
+    let token = TokenKey::derive(&[3; 32]).token(user, email);
+    let url = format!("https://engage.example/unsubscribe/{token}");
+    assert!(
+        message.contains(&format!(
+            "List-Unsubscribe: <{url}>, <mailto:unsubscribe@shop.example>"
+        )),
+        "{message}"
+    );
+    assert!(message.contains("List-Unsubscribe-Post: List-Unsubscribe=One-Click"));
+    assert!(message.contains(&format!("Message-ID: <{email}@shop.example>")));
+    // The visible link, in the text body (quoted-printable may wrap it, so unwrap soft breaks).
+    let unwrapped = message.replace("=\r\n", "").replace("=3D", "=");
+    assert!(unwrapped.contains(&url), "{message}");
+    let row = email_row(&pool, email).await;
+    assert_eq!(row["status"], "SENT");
+    assert_eq!(row["message_id"], format!("<{email}@shop.example>"));
+    assert!(row["sent_at"].is_string());
+}
+
+#[sqlx::test(migrator = "projections::db::MIGRATOR")]
+async fn review_sends_nothing_until_approved_and_never_what_was_rejected(pool: PgPool) {
+    let smtp = SmtpServer::start();
+    let flow = Flow::new(&pool);
+    let (kept, kept_email) = written(&flow, "kept@example.com", DeliveryMode::Review).await;
+    let (dropped, dropped_email) =
+        written(&flow, "dropped@example.com", DeliveryMode::Review).await;
+    let sender = sender(&flow, &smtp, DeliveryMode::Review);
+    assert_eq!(sender.drain_once().await.unwrap(), 0);
+    assert_eq!(
+        email_row(&pool, kept_email).await["status"],
+        "PENDING_REVIEW"
+    );
+    let ops = CommandMetadata::for_actor("operator:olga");
+    flow.bus
+        .execute(
+            kept,
+            ClientAction::Deliver(DeliveryAction::Approve {
+                email_id: kept_email,
+                actor: "operator:olga".into(),
+            }),
+            &ops,
+        )
+        .await
+        .unwrap();
+    flow.bus
+        .execute(
+            dropped,
+            ClientAction::Deliver(DeliveryAction::Reject {
+                email_id: dropped_email,
+                actor: "operator:olga".into(),
+                reason: "tone".into(),
+            }),
+            &ops,
+        )
+        .await
+        .unwrap();
+    flow.catch_up().await;
+    assert_eq!(sender.drain_once().await.unwrap(), 1);
+    flow.catch_up().await;
+    let messages = smtp.messages();
+    assert_eq!(messages.len(), 1);
+    assert!(messages[0].contains("kept@example.com"));
+    let kept_row = email_row(&pool, kept_email).await;
+    assert_eq!(kept_row["status"], "SENT");
+    assert_eq!(kept_row["reviewed_by"], "operator:olga");
+    let dropped_row = email_row(&pool, dropped_email).await;
+    assert_eq!(dropped_row["status"], "REJECTED");
+    assert_eq!(dropped_row["review_reason"], "tone");
+}
+
+#[sqlx::test(migrator = "projections::db::MIGRATOR")]
+async fn off_writes_would_send_and_makes_no_send_job(pool: PgPool) {
+    let flow = Flow::new(&pool);
+    let (_, email) = written(&flow, "off@example.com", DeliveryMode::Off).await;
+    assert_eq!(email_row(&pool, email).await["status"], "WOULD_SEND");
+    let jobs: i64 = sqlx::query_scalar("select count(*) from email_sends")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(jobs, 0);
+}
+
+#[sqlx::test(migrator = "projections::db::MIGRATOR")]
+async fn a_busy_server_is_retried_and_a_refused_recipient_is_suppressed(pool: PgPool) {
+    let smtp = SmtpServer::start();
+    let flow = Flow::new(&pool);
+    let (_, busy) = written(&flow, "busy@example.com", DeliveryMode::Auto).await;
+    let (refused_user, refused) = written(&flow, "refuse@example.com", DeliveryMode::Auto).await;
+    let sender = sender(&flow, &smtp, DeliveryMode::Auto);
+    sender.drain_once().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    sender.drain_once().await.unwrap();
+    flow.catch_up().await;
+    let messages = smtp.messages();
+    assert_eq!(
+        messages.len(),
+        1,
+        "the busy one once, the refused one never"
+    );
+    assert!(messages[0].contains("busy@example.com"));
+    assert_eq!(email_row(&pool, busy).await["status"], "SENT");
+    let row = email_row(&pool, refused).await;
+    assert_eq!(row["status"], "FAILED");
+    assert!(
+        row["delivery_error"].as_str().unwrap().contains("550"),
+        "{row}"
+    );
+    let client = flow.bus.load(refused_user).await.unwrap();
+    assert!(client.is_suppressed());
+    // No further email is written to the address.
+    let suppressed: bool =
+        sqlx::query_scalar("select suppressed from process_manager_clients where user_id = $1")
+            .bind(refused_user)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert!(suppressed);
+}
+
+#[sqlx::test(migrator = "projections::db::MIGRATOR")]
+async fn a_client_who_unsubscribes_before_sending_is_not_sent_the_email(pool: PgPool) {
+    let smtp = SmtpServer::start();
+    let flow = Flow::new(&pool);
+    let (user, email) = written(&flow, "leaving@example.com", DeliveryMode::Auto).await;
+    flow.run(user, ClientAction::Unsubscribe).await;
+    let sender = sender(&flow, &smtp, DeliveryMode::Auto);
+    assert_eq!(sender.drain_once().await.unwrap(), 1);
+    flow.catch_up().await;
+    assert!(smtp.messages().is_empty());
+    assert_eq!(email_row(&pool, email).await["status"], "CANCELLED");
+}
+
+#[sqlx::test(migrator = "projections::db::MIGRATOR")]
+async fn a_server_that_is_down_loses_nothing_and_sends_everything_after(pool: PgPool) {
+    let flow = Flow::new(&pool);
+    let mut emails = Vec::new();
+    for i in 0..3 {
+        emails.push(
+            written(&flow, &format!("later{i}@example.com"), DeliveryMode::Auto)
+                .await
+                .1,
+        );
+    }
+    // A port where nothing listens yet.
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    let down = SmtpServer {
+        child: Command::new("true").spawn().unwrap(),
+        port,
+        maildir: PathBuf::new(),
+        _dir: tempfile::tempdir().unwrap(),
+    };
+    let offline = sender(&flow, &down, DeliveryMode::Auto);
+    offline.drain_once().await.unwrap();
+    let pending: i64 = sqlx::query_scalar(
+        "select count(*) from email_sends where status = 'PENDING' and attempts = 1",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(pending, 3, "every send waits for a retry");
+    // The server comes up on that port.
+    let dir = tempfile::tempdir().unwrap();
+    let maildir = dir.path().join("mail");
+    let mut child = Command::new("python3")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/smtp/server.py"))
+        .arg(&maildir)
+        .arg(port.to_string())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let up = SmtpServer {
+        child,
+        port,
+        maildir,
+        _dir: dir,
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    sender(&flow, &up, DeliveryMode::Auto)
+        .drain_once()
+        .await
+        .unwrap();
+    flow.catch_up().await;
+    assert_eq!(up.messages().len(), 3);
+    for email in emails {
+        assert_eq!(email_row(&pool, email).await["status"], "SENT");
+    }
+}
