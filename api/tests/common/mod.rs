@@ -65,7 +65,19 @@ pub async fn spawn_app_with(
     clock: Arc<ManualClock>,
     rescore_interval: Duration,
 ) -> TestApp {
-    spawn(pool, clock, rescore_interval, None).await
+    spawn(pool, clock, rescore_interval, None, None).await
+}
+
+/// A server whose emails are written under `delivery` (no mail server: send jobs wait).
+#[allow(dead_code)]
+pub async fn spawn_app_delivering(
+    pool: PgPool,
+    delivery: projections::engagement::delivery::DeliverySettings,
+) -> TestApp {
+    let clock = Arc::new(ManualClock::new(
+        Utc.with_ymd_and_hms(2026, 3, 2, 9, 0, 0).unwrap(),
+    ));
+    spawn(pool, clock, Duration::from_secs(60), None, Some(delivery)).await
 }
 
 /// A server that limits each token to `limit`.
@@ -73,7 +85,7 @@ pub async fn spawn_app_rate_limited(pool: PgPool, limit: RateLimit) -> TestApp {
     let clock = Arc::new(ManualClock::new(
         Utc.with_ymd_and_hms(2026, 3, 2, 9, 0, 0).unwrap(),
     ));
-    spawn(pool, clock, Duration::from_secs(60), Some(limit)).await
+    spawn(pool, clock, Duration::from_secs(60), Some(limit), None).await
 }
 
 /// Tests other than the rate limit's own run unlimited: they send bursts on purpose.
@@ -82,6 +94,7 @@ async fn spawn(
     clock: Arc<ManualClock>,
     rescore_interval: Duration,
     rate_limit: Option<RateLimit>,
+    delivery: Option<projections::engagement::delivery::DeliverySettings>,
 ) -> TestApp {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = format!("http://{}", listener.local_addr().unwrap());
@@ -98,6 +111,10 @@ async fn spawn(
         ..AppParts::new(pool.clone())
     };
     parts.order_webhook = api::http::webhooks::WebhookSecrets::parse(WEBHOOK_SECRETS);
+    parts.email_events_webhook = api::http::webhooks::WebhookSecrets::parse(WEBHOOK_SECRETS);
+    if let Some(delivery) = delivery {
+        parts.email.delivery = delivery;
+    }
     // The tests' clock stands still: a new trigger is due at once.
     parts.email.process_manager.trigger_delay = chrono::Duration::zero();
     let app = App::build(parts);
