@@ -552,6 +552,16 @@ pub type Delivery = (
 );
 
 impl DeliveryConfig {
+    /// How long a claimed send is held: one SMTP exchange, plus the longest wait for a rate
+    /// slot (every slot of a full batch ahead of it), plus a margin. A sender that died is
+    /// replaced after this, so it is as short as it can safely be.
+    fn send_lease(&self) -> Duration {
+        let slots = f64::from(self.smtp_concurrency) / self.smtp_max_per_second;
+        Duration::from_secs(self.smtp_timeout_secs)
+            + Duration::from_secs_f64(slots.clamp(0.0, 3600.0))
+            + Duration::from_secs(5)
+    }
+
     /// The delivery in force and, when it sends, the mail server's client.
     ///
     /// # Errors
@@ -661,6 +671,7 @@ impl DeliveryConfig {
                 settings: SenderSettings {
                     concurrency: usize::from(self.smtp_concurrency),
                     max_per_second: Some(self.smtp_max_per_second),
+                    lease: self.send_lease(),
                     ..SenderSettings::default()
                 },
             }),

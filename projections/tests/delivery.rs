@@ -2,9 +2,8 @@
 //! what the sender sends, against a real PostgreSQL.
 
 mod common;
+mod smtp;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,67 +18,9 @@ use projections::engagement::delivery::unsubscribe::TokenKey;
 use projections::engagement::delivery::{DeliverySettings, Sender, SenderSettings};
 use projections::engagement::writer::template::TemplateWriter;
 use projections::engagement::writer::ConfiguredWriter;
+use smtp::SmtpServer;
 use sqlx::PgPool;
 use uuid::Uuid;
-
-/// The test mail server; killed when dropped.
-struct SmtpServer {
-    child: Child,
-    port: u16,
-    maildir: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl SmtpServer {
-    fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let maildir = dir.path().join("mail");
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/smtp/server.py");
-        let mut child = Command::new("python3")
-            .arg(script)
-            .arg(&maildir)
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("python3 runs (aiosmtpd is installed by .ci/run)");
-        let mut line = String::new();
-        std::io::BufRead::read_line(
-            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
-            &mut line,
-        )
-        .unwrap();
-        let port = line
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("the SMTP server printed its port, not {line:?}"));
-        Self {
-            child,
-            port,
-            maildir,
-            _dir: dir,
-        }
-    }
-
-    /// Every message received, as text.
-    fn messages(&self) -> Vec<String> {
-        let mut out: Vec<String> = std::fs::read_dir(&self.maildir)
-            .map(|d| {
-                d.filter_map(Result::ok)
-                    .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
-                    .map(|e| std::fs::read_to_string(e.path()).unwrap())
-                    .collect()
-            })
-            .unwrap_or_default();
-        out.sort();
-        out
-    }
-}
-
-impl Drop for SmtpServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn delivery(mode: DeliveryMode) -> DeliverySettings {
     DeliverySettings {
@@ -90,11 +31,14 @@ fn delivery(mode: DeliveryMode) -> DeliverySettings {
     }
 }
 
-fn sender(flow: &Flow, smtp: &SmtpServer, mode: DeliveryMode) -> Sender {
+fn sender(flow: &Flow, smtp: &SmtpServer) -> Sender {
+    sender_to(flow, smtp.port, Duration::from_millis(10))
+}
+
+/// A sender to `port`, retrying after about `backoff` (doubling).
+fn sender_to(flow: &Flow, port: u16, backoff: Duration) -> Sender {
     let mailer = Mailer::new(&MailerSettings {
-        url: format!("smtp://127.0.0.1:{}?tls=off", smtp.port)
-            .parse()
-            .unwrap(),
+        url: format!("smtp://127.0.0.1:{port}?tls=off").parse().unwrap(),
         from: "Shop <hello@shop.example>".parse().unwrap(),
         unsubscribe_mailto: Some("mailto:unsubscribe@shop.example".into()),
         dkim: None,
@@ -106,10 +50,10 @@ fn sender(flow: &Flow, smtp: &SmtpServer, mode: DeliveryMode) -> Sender {
         flow.pool.clone(),
         flow.bus.clone(),
         Arc::new(mailer),
-        delivery(mode),
+        delivery(DeliveryMode::Auto),
         SenderSettings {
-            base_backoff: Duration::from_millis(10),
-            max_backoff: Duration::from_millis(50),
+            base_backoff: backoff,
+            max_backoff: backoff * 5,
             max_attempts: 4,
             max_per_second: None,
             ..SenderSettings::default()
@@ -172,7 +116,7 @@ async fn auto_sends_exactly_one_message_with_one_click_unsubscribe(pool: PgPool)
     let smtp = SmtpServer::start();
     let flow = Flow::new(&pool);
     let (user, email) = written(&flow, "ada@example.com", DeliveryMode::Auto).await;
-    let sender = sender(&flow, &smtp, DeliveryMode::Auto);
+    let sender = sender(&flow, &smtp);
     assert_eq!(sender.drain_once().await.unwrap(), 1);
     flow.catch_up().await;
     assert_eq!(
@@ -210,7 +154,7 @@ async fn review_sends_nothing_until_approved_and_never_what_was_rejected(pool: P
     let (kept, kept_email) = written(&flow, "kept@example.com", DeliveryMode::Review).await;
     let (dropped, dropped_email) =
         written(&flow, "dropped@example.com", DeliveryMode::Review).await;
-    let sender = sender(&flow, &smtp, DeliveryMode::Review);
+    let sender = sender(&flow, &smtp);
     assert_eq!(sender.drain_once().await.unwrap(), 0);
     assert_eq!(
         email_row(&pool, kept_email).await["status"],
@@ -272,7 +216,7 @@ async fn a_busy_server_is_retried_and_a_refused_recipient_is_suppressed(pool: Pg
     let flow = Flow::new(&pool);
     let (_, busy) = written(&flow, "busy@example.com", DeliveryMode::Auto).await;
     let (refused_user, refused) = written(&flow, "refuse@example.com", DeliveryMode::Auto).await;
-    let sender = sender(&flow, &smtp, DeliveryMode::Auto);
+    let sender = sender(&flow, &smtp);
     sender.drain_once().await.unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
     sender.drain_once().await.unwrap();
@@ -309,7 +253,7 @@ async fn a_client_who_unsubscribes_before_sending_is_not_sent_the_email(pool: Pg
     let flow = Flow::new(&pool);
     let (user, email) = written(&flow, "leaving@example.com", DeliveryMode::Auto).await;
     flow.run(user, ClientAction::Unsubscribe).await;
-    let sender = sender(&flow, &smtp, DeliveryMode::Auto);
+    let sender = sender(&flow, &smtp);
     assert_eq!(sender.drain_once().await.unwrap(), 1);
     flow.catch_up().await;
     assert!(smtp.messages().is_empty());
@@ -327,19 +271,13 @@ async fn a_server_that_is_down_loses_nothing_and_sends_everything_after(pool: Pg
                 .1,
         );
     }
-    // A port where nothing listens yet.
-    let port = {
-        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        probe.local_addr().unwrap().port()
-    };
-    let down = SmtpServer {
-        child: Command::new("true").spawn().unwrap(),
-        port,
-        maildir: PathBuf::new(),
-        _dir: tempfile::tempdir().unwrap(),
-    };
-    let offline = sender(&flow, &down, DeliveryMode::Auto);
-    offline.drain_once().await.unwrap();
+    // A port where nothing listens yet: a sender pointed at it finds the server down.
+    let port = SmtpServer::free_port();
+    // It retries an hour later: the drain ends with every send waiting.
+    sender_to(&flow, port, Duration::from_secs(1800))
+        .drain_once()
+        .await
+        .unwrap();
     let pending: i64 = sqlx::query_scalar(
         "select count(*) from email_sends where status = 'PENDING' and attempts = 1",
     )
@@ -348,35 +286,106 @@ async fn a_server_that_is_down_loses_nothing_and_sends_everything_after(pool: Pg
     .unwrap();
     assert_eq!(pending, 3, "every send waits for a retry");
     // The server comes up on that port.
-    let dir = tempfile::tempdir().unwrap();
-    let maildir = dir.path().join("mail");
-    let mut child = Command::new("python3")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/smtp/server.py"))
-        .arg(&maildir)
-        .arg(port.to_string())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    let up = SmtpServer {
-        child,
-        port,
-        maildir,
-        _dir: dir,
-    };
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    sender(&flow, &up, DeliveryMode::Auto)
-        .drain_once()
+    let up = SmtpServer::start_on(Some(port));
+    sqlx::query("update email_sends set next_attempt_at = now() where status = 'PENDING'")
+        .execute(&pool)
         .await
         .unwrap();
+    sender(&flow, &up).drain_once().await.unwrap();
     flow.catch_up().await;
     assert_eq!(up.messages().len(), 3);
     for email in emails {
         assert_eq!(email_row(&pool, email).await["status"], "SENT");
+    }
+}
+
+#[sqlx::test(migrator = "projections::db::MIGRATOR")]
+async fn a_dkim_signature_verifies_and_covers_both_unsubscribe_headers(pool: PgPool) {
+    let smtp = SmtpServer::start();
+    let flow = Flow::new(&pool);
+    written(&flow, "signed@example.com", DeliveryMode::Auto).await;
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("dkim.pem");
+    let openssl = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .output()
+            .expect("openssl runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    };
+    openssl(&[
+        "genrsa",
+        "-traditional",
+        "-out",
+        key.to_str().unwrap(),
+        "2048",
+    ]);
+    use base64::Engine as _;
+    let public = base64::engine::general_purpose::STANDARD.encode(openssl(&[
+        "rsa",
+        "-in",
+        key.to_str().unwrap(),
+        "-pubout",
+        "-outform",
+        "DER",
+    ]));
+    let mailer = Mailer::new(&MailerSettings {
+        url: format!("smtp://127.0.0.1:{}?tls=off", smtp.port)
+            .parse()
+            .unwrap(),
+        from: "Shop <hello@shop.example>".parse().unwrap(),
+        unsubscribe_mailto: None,
+        dkim: Some(projections::engagement::delivery::smtp::DkimSettings {
+            selector: "s1".into(),
+            domain: "shop.example".into(),
+            private_key_pem: std::fs::read_to_string(&key).unwrap(),
+        }),
+        pool_size: 1,
+        timeout: Duration::from_secs(5),
+    })
+    .unwrap();
+    let sender = Sender::new(
+        pool.clone(),
+        flow.bus.clone(),
+        Arc::new(mailer),
+        delivery(DeliveryMode::Auto),
+        SenderSettings {
+            max_per_second: None,
+            ..SenderSettings::default()
+        },
+        Arc::new(tokio::sync::Notify::new()),
+    );
+    assert_eq!(sender.drain_once().await.unwrap(), 1);
+    let files = smtp.message_files();
+    assert_eq!(files.len(), 1);
+    let verify = std::process::Command::new("python3")
+        .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/smtp/dkim_verify.py"))
+        .arg(&files[0])
+        .arg(&public)
+        .output()
+        .unwrap();
+    let signed = String::from_utf8_lossy(&verify.stdout)
+        .trim()
+        .to_lowercase();
+    assert!(
+        verify.status.success(),
+        "the DKIM signature does not verify: {signed} {}",
+        String::from_utf8_lossy(&verify.stderr)
+    );
+    for header in [
+        "list-unsubscribe",
+        "list-unsubscribe-post",
+        "from",
+        "message-id",
+    ] {
+        assert!(
+            signed.split(':').any(|h| h == header),
+            "h= lacks {header}: {signed}"
+        );
     }
 }
