@@ -6,7 +6,23 @@ import { feedItem } from './feed.js';
 import { known, nameOf, remember } from './names.js';
 
 const SUMMARY = `{ engagementSummary { users atRisk averageScore emails scoreHistogram }
-  demo { clients clientsTotal orders ordersTotal done error } }`;
+  demo { clients clientsTotal orders ordersTotal done error }
+  health { emailDelivery mailServer }
+  review: emails(status: PENDING_REVIEW, first: 1) { totalCount } }`;
+
+/** How written emails leave (EMAIL_DELIVERY), and the review queue when there is one. */
+function deliveryLine(health, review) {
+  const mode = health.emailDelivery;
+  const text = {
+    off: 'Delivery is off: emails are written and kept as “would send”; nothing is sent.',
+    review: `Delivery needs review: an operator approves each email before it is sent${health.mailServer ? ` through ${health.mailServer}` : ''}.`,
+    auto: `Delivery is automatic: emails are sent as soon as they are written${health.mailServer ? `, through ${health.mailServer}` : ''}.`,
+  }[mode] ?? `Delivery: ${mode}`;
+  return h('p', { class: 'delivery', dataset: { delivery: mode } }, text,
+    review.totalCount > 0
+      ? [' ', h('a', { href: '#/emails?status=PENDING_REVIEW' }, `${review.totalCount} waiting for review`), '.']
+      : null);
+}
 
 /** While `serve --demo` fills in its data: how far it is. */
 function demoNotice(demo) {
@@ -62,7 +78,7 @@ export function render(view, { live }) {
       h('h2', { id: 'feed-title' }, 'Live events'), empty, feed));
 
   let demoTimer = null;
-  const refresh = (quiet = false) => load(stats, 'Loading the counts', () => gql(SUMMARY), ({ engagementSummary: e, demo }) => [
+  const refresh = (quiet = false) => load(stats, 'Loading the counts', () => gql(SUMMARY), ({ engagementSummary: e, demo, health, review }) => [
     (() => {
       clearTimeout(demoTimer);
       if (demo && !demo.done) demoTimer = setTimeout(() => refresh(true), 1500);
@@ -73,6 +89,7 @@ export function render(view, { live }) {
       stat('At risk', e.atRisk, 'atRisk', '#/users?risk=at'),
       stat('Average score', e.averageScore.toFixed(1), 'averageScore'),
       stat('Emails written', e.emails, 'emails', '#/emails')),
+    deliveryLine(health, review),
     h('div', { class: 'card' }, h('h2', {}, 'Scores'), histogram(e.scoreHistogram)),
   ], { quiet });
   refresh();
