@@ -181,17 +181,6 @@ pub async fn recipient<'e>(
         .context("finding an email's recipient")
 }
 
-/// Send jobs by status, for health and the overview.
-///
-/// # Errors
-/// The database failed.
-pub async fn open_count<'e>(executor: impl PgExecutor<'e>) -> anyhow::Result<i64> {
-    sqlx::query_scalar("select count(*) from email_sends where status <> 'DONE'")
-        .fetch_one(executor)
-        .await
-        .context("counting open send jobs")
-}
-
 /// Reserves the next send slot under a global rate of `per_second` and returns how long to
 /// wait for it. One row, one statement, the database's clock: every instance shares it.
 ///
