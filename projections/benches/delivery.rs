@@ -4,7 +4,7 @@
 //! what the same path does unthrottled, so the limit is what holds the rate.
 //!
 //! ```sh
-//! cargo bench -p projections --bench delivery   # BENCH_SENDS (1000), BENCH_RATE (100), BENCH_RUNS (3)
+//! cargo bench -p projections --bench delivery   # BENCH_SENDS (1000), BENCH_RATE (50), BENCH_RUNS (3)
 //! ```
 
 #[path = "../tests/smtp/mod.rs"]
@@ -176,7 +176,7 @@ fn median(mut values: Vec<f64>) -> f64 {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let sends: usize = env_or("BENCH_SENDS", 1000);
-    let rate: f64 = env_or("BENCH_RATE", 100.0);
+    let rate: f64 = env_or("BENCH_RATE", 50.0);
     let runs: usize = env_or("BENCH_RUNS", 3);
     let base = std::env::var("DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
