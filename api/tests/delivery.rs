@@ -76,7 +76,7 @@ async fn status_of(app: &TestApp, user: &str) -> String {
 async fn operators_approve_or_reject_what_waits_for_review_and_viewers_cannot(pool: PgPool) {
     let app = spawn_app_delivering(pool, delivery(DeliveryMode::Review)).await;
     let (user, kept) = emailed(&app, "Kept Client", "kept@example.com").await;
-    let (_, dropped) = emailed(&app, "Dropped Client", "dropped@example.com").await;
+    let (dropped_user, dropped) = emailed(&app, "Dropped Client", "dropped@example.com").await;
     assert_eq!(email(&app, &kept).await["status"], "PENDING_REVIEW");
     assert_eq!(email(&app, &kept).await["deliveryMode"], "review");
 
@@ -114,19 +114,22 @@ async fn operators_approve_or_reject_what_waits_for_review_and_viewers_cannot(po
         .await;
     assert_eq!(code, "CONFLICT");
     // The audit trail shows who let the email go.
-    let history = app
-        .gql_ok(
-            ADMIN,
-            "query($u: ID!) { userHistory(userId: $u) { nodes { type metadata } } }",
-            json!({ "u": user }),
-        )
-        .await;
-    let nodes = history["userHistory"]["nodes"].as_array().unwrap();
-    let approval = nodes
-        .iter()
-        .find(|n| n["type"] == "EmailApproved")
-        .expect("the approval is in the history");
-    assert_eq!(approval["metadata"]["actor"], "operator:ops");
+    for (who, event) in [(&user, "EmailApproved"), (&dropped_user, "EmailRejected")] {
+        let history = app
+            .gql_ok(
+                ADMIN,
+                "query($u: ID!) { userHistory(userId: $u) { nodes { type metadata payload } } }",
+                json!({ "u": who }),
+            )
+            .await;
+        let nodes = history["userHistory"]["nodes"].as_array().unwrap();
+        let review = nodes
+            .iter()
+            .find(|n| n["type"] == event)
+            .unwrap_or_else(|| panic!("{event} is in the history"));
+        assert_eq!(review["metadata"]["actor"], "operator:ops");
+        assert_eq!(review["payload"]["reviewedBy"], "operator:ops");
+    }
 }
 
 async fn post_unsubscribe(app: &TestApp, token: &str, multipart: bool) -> (u16, String) {

@@ -213,8 +213,19 @@ async fn off_writes_would_send_and_makes_no_send_job(pool: PgPool) {
 #[sqlx::test(migrator = "projections::db::MIGRATOR")]
 async fn a_busy_server_is_retried_and_a_refused_recipient_is_suppressed(pool: PgPool) {
     let smtp = SmtpServer::start();
-    let flow = Flow::new(&pool);
-    let (_, busy) = written(&flow, "busy@example.com", DeliveryMode::Auto).await;
+    // No cooldown, so that only the suppression can stop a second email.
+    let flow = Flow::build(
+        &pool,
+        domain::client::ClientServices {
+            email_cooldown: chrono::Duration::zero(),
+            ..Default::default()
+        },
+        projections::engagement::process_manager::ProcessManagerSettings {
+            cooldown: chrono::Duration::zero(),
+            trigger_delay: chrono::Duration::zero(),
+        },
+    );
+    let (busy_user, busy) = written(&flow, "busy@example.com", DeliveryMode::Auto).await;
     let (refused_user, refused) = written(&flow, "refuse@example.com", DeliveryMode::Auto).await;
     let sender = sender(&flow, &smtp);
     sender.drain_once().await.unwrap();
@@ -237,14 +248,38 @@ async fn a_busy_server_is_retried_and_a_refused_recipient_is_suppressed(pool: Pg
     );
     let client = flow.bus.load(refused_user).await.unwrap();
     assert!(client.is_suppressed());
-    // No further email is written to the address.
-    let suppressed: bool =
-        sqlx::query_scalar("select suppressed from process_manager_clients where user_id = $1")
-            .bind(refused_user)
-            .fetch_one(&pool)
-            .await
-            .unwrap();
-    assert!(suppressed);
+    // A new at-risk trigger writes another email to the deliverable address, none to the
+    // suppressed one.
+    for user in [busy_user, refused_user] {
+        for score in [60, 10] {
+            flow.run(
+                user,
+                ClientAction::SetEngagementScore(SetEngagementScore {
+                    score: Score::parse(score, "score").unwrap(),
+                    reason: Some("again".into()),
+                    actor: "test".into(),
+                }),
+            )
+            .await;
+        }
+    }
+    flow.catch_up().await;
+    let jobs = |user: Uuid| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>("select count(*) from email_jobs where user_id = $1")
+                .bind(user)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(
+        jobs(busy_user).await,
+        2,
+        "a deliverable address is emailed again"
+    );
+    assert_eq!(jobs(refused_user).await, 1, "a suppressed address is not");
 }
 
 #[sqlx::test(migrator = "projections::db::MIGRATOR")]
