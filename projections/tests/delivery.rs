@@ -199,7 +199,7 @@ async fn review_sends_nothing_until_approved_and_never_what_was_rejected(pool: P
 }
 
 #[sqlx::test(migrator = "projections::db::MIGRATOR")]
-async fn off_writes_would_send_and_makes_no_send_job(pool: PgPool) {
+async fn off_writes_would_send_and_switching_delivery_on_never_sends_that_backlog(pool: PgPool) {
     let flow = Flow::new(&pool);
     let (_, email) = written(&flow, "off@example.com", DeliveryMode::Off).await;
     assert_eq!(email_row(&pool, email).await["status"], "WOULD_SEND");
@@ -208,6 +208,11 @@ async fn off_writes_would_send_and_makes_no_send_job(pool: PgPool) {
         .await
         .unwrap();
     assert_eq!(jobs, 0);
+    // Delivery switched on later: the backlog stays where it is.
+    flow.catch_up().await;
+    let later = sender_to(&flow, SmtpServer::free_port(), Duration::from_secs(1));
+    assert_eq!(later.drain_once().await.unwrap(), 0);
+    assert_eq!(email_row(&pool, email).await["status"], "WOULD_SEND");
 }
 
 #[sqlx::test(migrator = "projections::db::MIGRATOR")]
