@@ -77,13 +77,26 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let pool = prepare_database(&cli.database).await?;
             let bus = projections::commands::CommandBus::new(
                 pool.clone(),
-                scoring.client_services(),
+                scoring.client_services(projections::db::holdout_salt(&pool).await?),
                 std::sync::Arc::new(projections::clock::SystemClock),
             );
             let rescored = projections::scheduler::rescore_all(&pool, &bus, 4).await?;
             println!(
                 "rescored {rescored} clients with {}",
                 scoring.scoring_policy
+            );
+            Ok(())
+        }
+        Command::AssignGroups => {
+            let pool = prepare_database(&cli.database).await?;
+            let bus = projections::commands::CommandBus::new(
+                pool.clone(),
+                domain::client::ClientServices::default(),
+                std::sync::Arc::new(projections::clock::SystemClock),
+            );
+            let (legacy, recorded) = projections::commands::groups::backfill(&bus).await?;
+            println!(
+                "{legacy} clients were created before the holdout; recorded {recorded} as TREATMENT"
             );
             Ok(())
         }
@@ -191,7 +204,9 @@ async fn run_serve(
         email,
         tokens,
         cors_origins,
-        services: config.scoring.client_services(),
+        services: config
+            .scoring
+            .client_services(projections::db::holdout_salt(&pool).await?),
         rescore: projections::scheduler::RescoreSettings {
             interval: Duration::from_secs(config.rescore_interval_secs),
             ..Default::default()

@@ -58,6 +58,10 @@ pub enum Command {
         #[arg(value_enum, default_value_t = RebuildTarget::All)]
         target: RebuildTarget,
     },
+    /// One-off, after upgrading to the holdout: record every client created before it as
+    /// TREATMENT (they were all eligible for emails), so that no later setting can move them.
+    /// Says how many it recorded; running it again records nothing.
+    AssignGroups,
 }
 
 /// `engagement import`.
@@ -156,12 +160,21 @@ pub struct ScoringConfig {
     /// Minimum days between two emails to one client.
     #[arg(long, env = "EMAIL_COOLDOWN_DAYS", default_value_t = 7, value_parser = clap::value_parser!(u16).range(0..=365))]
     pub email_cooldown_days: u16,
+    /// Percent of new clients held out of emails, to measure what emailing does (0: none; at
+    /// most 50). Decided once per client, at creation.
+    #[arg(long, env = "HOLDOUT_PERCENT", default_value_t = 10, value_parser = clap::value_parser!(u8).range(0..=50))]
+    pub holdout_percent: u8,
 }
 
 impl ScoringConfig {
-    /// The aggregate's services as configured.
-    pub fn client_services(&self) -> ClientServices {
+    /// The aggregate's services as configured, assigning new clients with the database's
+    /// holdout `salt`.
+    pub fn client_services(&self, salt: uuid::Uuid) -> ClientServices {
         ClientServices {
+            holdout: domain::client::Holdout {
+                salt,
+                percent: self.holdout_percent,
+            },
             // The value parser only admits names from POLICY_NAMES.
             policy: policy_by_name(&self.scoring_policy)
                 .unwrap_or_else(|| Arc::new(domain::scoring::CadenceV2)),

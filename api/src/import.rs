@@ -59,7 +59,10 @@ pub async fn run(pool: PgPool, config: ImportConfig) -> anyhow::Result<()> {
         Some(at) => Arc::new(projections::clock::ManualClock::new(at)),
         None => Arc::new(projections::clock::SystemClock),
     };
-    let bus = CommandBus::new(pool.clone(), config.scoring.client_services(), clock);
+    let services = config
+        .scoring
+        .client_services(projections::db::holdout_salt(&pool).await?);
+    let bus = CommandBus::new(pool.clone(), services, clock);
     let what = match config.kind {
         ImportKind::Clients => "clients",
         ImportKind::Orders => "orders",

@@ -10,8 +10,10 @@
 //! - [`scoring`]: scoring policies (`cadence-v2`, the default, and `seed-v1`), the facts they
 //!   read, the verdict they give (a score, a band, the reasons), and the backtest that
 //!   measures them against real purchase histories.
+//! - [`uplift`]: the uplift report's statistics (Wilson and Newcombe intervals).
 //! - [`values`]: value types parsed at the edge (`EmailAddress`, `UserName`, `Money`, `Score`, ...).
 
 pub mod client;
 pub mod scoring;
+pub mod uplift;
 pub mod values;

@@ -167,6 +167,18 @@ pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
     MIGRATOR.run(pool).await.context("applying migrations")
 }
 
+/// The holdout's salt, generated once per database by its migration.
+///
+/// # Errors
+/// The database failed.
+pub async fn holdout_salt<'e>(executor: impl sqlx::PgExecutor<'e>) -> anyhow::Result<uuid::Uuid> {
+    use anyhow::Context as _;
+    sqlx::query_scalar("select salt from holdout_salt")
+        .fetch_one(executor)
+        .await
+        .context("reading the holdout salt")
+}
+
 /// Asks the database to answer (one round trip, no table).
 ///
 /// # Errors

@@ -59,6 +59,7 @@ async fn flag_and_trigger_agree(pool: &PgPool, policy: Arc<dyn ScoringPolicy>) -
     let services = ClientServices {
         policy,
         email_cooldown: chrono::Duration::zero(),
+        ..ClientServices::default()
     };
     let flow = Flow::build(
         pool,

@@ -16,7 +16,8 @@ use super::ids::parse_id;
 use super::loaders::{EventsPageKey, Loaders};
 use super::types::{
     Email, EmailConnection, EmailJob, EmailJobConnection, EmailJobStatus, EmailStatus,
-    EngagementSummary, EventConnection, Health, User, UserConnection, UserState, UserStatus,
+    EngagementSummary, EventConnection, Health, UpliftReport, User, UserConnection, UserState,
+    UserStatus,
 };
 use super::ApiContext;
 
@@ -341,6 +342,34 @@ impl Query {
             emails: int(emails),
             score_histogram: summary.histogram.iter().copied().map(int).collect(),
         })
+    }
+
+    /// Did emailing help? At-risk triggers of treated and held-out clients in `[since, until)`
+    /// (all so far, up to now, by default), and how many of those clients ordered within
+    /// `windowDays` after their trigger. Triggers count whatever happened after them
+    /// (intention to treat); triggers whose window has not closed yet count what happened so far.
+    async fn engagement_uplift(
+        &self,
+        ctx: &Context<'_>,
+        since: Option<DateTime<Utc>>,
+        until: Option<DateTime<Utc>>,
+        #[graphql(default = 30)] window_days: i32,
+    ) -> async_graphql::Result<UpliftReport> {
+        let api = ctx.data_unchecked::<ApiContext>();
+        if !(1..=365).contains(&window_days) {
+            return Err(ApiError::validation("windowDays", "must be 1 to 365").into());
+        }
+        let until = until.unwrap_or_else(|| api.commands.clock().now());
+        if since.is_some_and(|since| since >= until) {
+            return Err(ApiError::validation("since", "must be before until").into());
+        }
+        let triggers = projections::views::uplift::triggers(&api.pool, since, until, window_days)
+            .await
+            .map_err(ApiError::from)?;
+        Ok(UpliftReport::new(
+            window_days,
+            &domain::uplift::report(&triggers),
+        ))
     }
 
     /// Email jobs, newest first.

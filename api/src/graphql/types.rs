@@ -123,6 +123,18 @@ pub struct ClientFields {
     pub status: UserStatus,
     /// The client's id in the retailer's own systems.
     pub external_id: Option<String>,
+    /// Treatment (emailed when at risk) or holdout (never emailed; the uplift report compares).
+    pub group: EngagementGroup,
+}
+
+/// Which side of the uplift comparison a client is on, decided once at creation.
+#[derive(Enum, Copy, Clone, Debug, PartialEq, Eq)]
+#[graphql(remote = "domain::client::EngagementGroup")]
+pub enum EngagementGroup {
+    /// Emailed when at risk.
+    Treatment,
+    /// Never emailed; their triggers are recorded for the comparison.
+    Holdout,
 }
 
 /// A client, from the users read model.
@@ -166,6 +178,11 @@ impl From<UserRow> for User {
                 last_email_date: row.last_email_date,
                 status: row.status.into(),
                 external_id: row.external_id,
+                group: row
+                    .engagement_group
+                    .parse::<domain::client::EngagementGroup>()
+                    .unwrap_or_default()
+                    .into(),
             },
         }
     }
@@ -379,6 +396,7 @@ impl UserState {
                     .unwrap_or(domain::client::ClientStatus::Active)
                     .into(),
                 external_id: client.external_id().map(str::to_owned),
+                group: client.group().into(),
             },
             score_breakdown: score.map(|s| ScoreBreakdown {
                 policy: s.policy.clone(),
@@ -441,6 +459,8 @@ pub enum EmailJobStatus {
     Dead,
     /// The client no longer needed the email (recovered, opted out, deleted, in cooldown).
     Skipped,
+    /// A held-out client's trigger: recorded for the uplift report, never run.
+    HeldOut,
 }
 
 impl From<JobRow> for EmailJob {
@@ -646,6 +666,69 @@ impl From<&crate::demo::DemoProgress> for DemoStatus {
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .clone(),
+        }
+    }
+}
+
+/// Did emailing help? Treated against held-out at-risk clients.
+#[derive(SimpleObject, Clone, Debug)]
+pub struct UpliftReport {
+    /// Days after a trigger in which an order counts as a reactivation.
+    pub window_days: i32,
+    /// Clients emailed when at risk.
+    pub treatment: UpliftGroup,
+    /// Clients held out.
+    pub holdout: UpliftGroup,
+    /// Treatment rate minus holdout rate, with a 95% Newcombe (method 10) interval.
+    pub difference: f64,
+    /// Lower bound of the difference.
+    pub difference_low: f64,
+    /// Upper bound of the difference.
+    pub difference_high: f64,
+}
+
+/// One group of the uplift report. `triggered` is the process manager's decision that the
+/// client should be emailed (intention to treat), whatever happened after.
+#[derive(SimpleObject, Clone, Debug)]
+pub struct UpliftGroup {
+    /// Triggers in the period.
+    pub triggered: i32,
+    /// Of them, followed by an order within the window.
+    pub reactivated: i32,
+    /// `reactivated / triggered` (0 with no triggers).
+    pub rate: f64,
+    /// Lower bound of the rate's 95% Wilson interval.
+    pub rate_low: f64,
+    /// Upper bound.
+    pub rate_high: f64,
+    /// The value of the reactivating orders.
+    pub revenue: Decimal,
+}
+
+impl UpliftGroup {
+    fn new(o: &domain::uplift::GroupOutcome) -> Self {
+        let int = |n: u64| i32::try_from(n).unwrap_or(i32::MAX);
+        Self {
+            triggered: int(o.triggered),
+            reactivated: int(o.reactivated),
+            rate: o.rate.rate,
+            rate_low: o.rate.low,
+            rate_high: o.rate.high,
+            revenue: money(o.revenue_cents),
+        }
+    }
+}
+
+impl UpliftReport {
+    /// The report of `uplift` over a window of `window_days`.
+    pub fn new(window_days: i32, uplift: &domain::uplift::Uplift) -> Self {
+        Self {
+            window_days,
+            treatment: UpliftGroup::new(&uplift.treatment),
+            holdout: UpliftGroup::new(&uplift.holdout),
+            difference: uplift.difference.rate,
+            difference_low: uplift.difference.low,
+            difference_high: uplift.difference.high,
         }
     }
 }

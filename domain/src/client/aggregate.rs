@@ -26,6 +26,7 @@ use super::events::{
     ClientEvent, EmailGenerated, OrderCancelled, OrderPlaced, OrderSummary, ScoreCause,
     UserCreated, UserDeleted, UserScored, UserUnsubscribed, UserUpdated,
 };
+use super::holdout::{EngagementGroup, Holdout};
 use super::status::EmailStatus;
 use crate::scoring::{Band, CadenceV2, ClientFacts, ScoreFactor, ScoringPolicy};
 use crate::values::{Money, ValidationError};
@@ -40,6 +41,8 @@ pub struct ClientServices {
     pub policy: Arc<dyn ScoringPolicy>,
     /// Minimum time between two emails to one client.
     pub email_cooldown: Duration,
+    /// Which new clients are held out of emails (none by default).
+    pub holdout: Holdout,
 }
 
 impl Default for ClientServices {
@@ -47,6 +50,7 @@ impl Default for ClientServices {
         Self {
             policy: Arc::new(CadenceV2),
             email_cooldown: Duration::days(7),
+            holdout: Holdout::default(),
         }
     }
 }
@@ -124,6 +128,9 @@ pub struct Client {
     /// stops mattering when the client's address changes.
     #[serde(default)]
     suppressed_address: Option<String>,
+    /// Treatment or holdout, once assigned (at creation, or by the one-off backfill).
+    #[serde(default)]
+    group: Option<EngagementGroup>,
     last_email_at: Option<DateTime<Utc>>,
     score: Option<ScoreState>,
     created_at: Option<DateTime<Utc>>,
@@ -162,6 +169,10 @@ impl Aggregate for Client {
                 self.history_last_order_at = e.orders.last_order_at;
                 self.orders = e.orders;
                 self.external_id = e.external_id;
+                self.group = e.group;
+            }
+            ClientEvent::GroupAssigned(e) => {
+                self.group.get_or_insert(e.group);
             }
             ClientEvent::UserUpdated(e) => {
                 self.name = e.name;
@@ -283,7 +294,7 @@ impl Client {
                 if create.imported {
                     cause = ScoreCause::Imported;
                 }
-                self.create(create, now, &mut decision)?;
+                self.create(create, now, &services.holdout, &mut decision)?;
             }
             ClientAction::UpdateUser(update) => self.update(update, now, &mut decision)?,
             ClientAction::PlaceOrder(order) => place_order(order, now, &mut decision)?,
@@ -302,6 +313,15 @@ impl Client {
             }
             ClientAction::RecordEmail(email) => {
                 self.record_email(email, now, services, &mut decision)?
+            }
+            ClientAction::AssignGroup(group) => {
+                if self.group.is_none() {
+                    decision.push(ClientEvent::GroupAssigned(super::events::GroupAssigned {
+                        group,
+                        assigned_at: now,
+                    }));
+                }
+                return Ok(decision.events);
             }
             ClientAction::Deliver(action) => {
                 // Delivery changes no fact a score reads.
@@ -332,6 +352,7 @@ impl Client {
         &self,
         create: CreateUser,
         now: DateTime<Utc>,
+        holdout: &Holdout,
         decision: &mut Decision,
     ) -> Result<(), ClientError> {
         let last_order_at = not_in_future(create.history.last_order_at, now, "lastOrderDate")?;
@@ -366,6 +387,7 @@ impl Client {
             created_at: now,
             external_id,
             client_since: client_since.filter(|since| *since < now),
+            group: Some(holdout.assign(create.id)),
         }));
         Ok(())
     }
@@ -789,6 +811,12 @@ impl Client {
             source: source.to_owned(),
             suppressed_at: now,
         }));
+    }
+
+    /// Treatment or holdout. Clients created before the holdout existed, and not yet
+    /// backfilled, were all eligible for emails: treatment.
+    pub fn group(&self) -> EngagementGroup {
+        self.group.unwrap_or_default()
     }
 
     /// Whether the client's current address is suppressed.

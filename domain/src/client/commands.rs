@@ -157,6 +157,8 @@ pub enum ClientAction {
     RecordEmail(RecordEmail),
     /// A step in a written email's delivery, or the client's address.
     Deliver(DeliveryAction),
+    /// Record the group of a client created before the holdout existed (no-op once it has one).
+    AssignGroup(super::holdout::EngagementGroup),
     /// Opt the client out of emails.
     Unsubscribe,
     /// Delete the client.
@@ -200,6 +202,7 @@ impl ClientCommand {
                 DeliveryAction::Unsubscribe { .. } => "one_click_unsubscribe",
                 DeliveryAction::Suppress { .. } => "suppress_address",
             },
+            ClientAction::AssignGroup(_) => "assign_group",
             ClientAction::Unsubscribe => "unsubscribe",
             ClientAction::DeleteUser => "delete_user",
         }

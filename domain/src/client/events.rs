@@ -11,6 +11,7 @@ use super::delivery::{
     AddressSuppressed, DeliveryMode, EmailApproved, EmailBounced, EmailCancelled, EmailComplained,
     EmailFailed, EmailRejected, EmailSent,
 };
+use super::holdout::EngagementGroup;
 use crate::scoring::{Band, ScoreFactor};
 
 /// The schema version of every event type written by this build.
@@ -48,6 +49,8 @@ pub enum ClientEvent {
     EmailComplained(EmailComplained),
     /// The client's address must not be written to until it changes.
     AddressSuppressed(AddressSuppressed),
+    /// A client created before the holdout existed was given its group.
+    GroupAssigned(GroupAssigned),
     /// The client opted out of emails.
     UserUnsubscribed(UserUnsubscribed),
     /// The client was deleted; nothing more can happen to them.
@@ -72,6 +75,7 @@ impl ClientEvent {
             Self::EmailBounced(e) => e.reported_at,
             Self::EmailComplained(e) => e.reported_at,
             Self::AddressSuppressed(e) => e.suppressed_at,
+            Self::GroupAssigned(e) => e.assigned_at,
             Self::UserUnsubscribed(e) => e.unsubscribed_at,
             Self::UserDeleted(e) => e.deleted_at,
         }
@@ -95,6 +99,7 @@ impl DomainEvent for ClientEvent {
             Self::EmailBounced(_) => "EmailBounced",
             Self::EmailComplained(_) => "EmailComplained",
             Self::AddressSuppressed(_) => "AddressSuppressed",
+            Self::GroupAssigned(_) => "GroupAssigned",
             Self::UserUnsubscribed(_) => "UserUnsubscribed",
             Self::UserDeleted(_) => "UserDeleted",
         }
@@ -144,6 +149,20 @@ pub struct UserCreated {
     /// Since when the client has been a client there (an import), if before `created_at`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_since: Option<DateTime<Utc>>,
+    /// Treatment or holdout, decided at creation (absent: created before the holdout existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<EngagementGroup>,
+}
+
+/// A client created before the holdout existed was given its group (always `TREATMENT`: they
+/// were all eligible for emails), by the one-off backfill.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GroupAssigned {
+    /// The group.
+    pub group: EngagementGroup,
+    /// When.
+    pub assigned_at: DateTime<Utc>,
 }
 
 impl UserCreated {

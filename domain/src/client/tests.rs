@@ -969,3 +969,64 @@ fn an_external_id_is_recorded_once_and_never_changed() {
         .unwrap_err();
     assert!(matches!(error, ClientError::Validation(ref v) if v.field == "externalId"));
 }
+
+#[test]
+fn the_group_is_decided_at_creation_and_a_backfill_only_fills_what_is_missing() {
+    let services = ClientServices {
+        holdout: Holdout {
+            salt: Uuid::from_u128(7),
+            percent: 50,
+        },
+        ..services()
+    };
+    let expected = services.holdout.assign(user_id());
+    let created = Client::default()
+        .decide(at(ClientAction::CreateUser(create_user()), t0()), &services)
+        .unwrap();
+    assert!(matches!(&created[0], ClientEvent::UserCreated(e) if e.group == Some(expected)));
+    let client = replay(&created);
+    assert_eq!(client.group(), expected);
+    // A later change of the setting moves nobody: the group is in the stream.
+    assert_eq!(
+        client
+            .decide(
+                at(
+                    ClientAction::AssignGroup(EngagementGroup::Treatment),
+                    day(1)
+                ),
+                &services
+            )
+            .unwrap(),
+        vec![]
+    );
+    // A client created before the holdout existed is treatment until backfilled, once.
+    let mut legacy = created.clone();
+    if let ClientEvent::UserCreated(e) = &mut legacy[0] {
+        e.group = None;
+    }
+    let legacy_client = replay(&legacy);
+    assert_eq!(legacy_client.group(), EngagementGroup::Treatment);
+    let assigned = legacy_client
+        .decide(
+            at(
+                ClientAction::AssignGroup(EngagementGroup::Treatment),
+                day(1),
+            ),
+            &services,
+        )
+        .unwrap();
+    assert!(
+        matches!(&assigned[..], [ClientEvent::GroupAssigned(e)] if e.group == EngagementGroup::Treatment)
+    );
+    let backfilled = replay(&[legacy, assigned].concat());
+    assert!(backfilled
+        .decide(
+            at(
+                ClientAction::AssignGroup(EngagementGroup::Treatment),
+                day(2)
+            ),
+            &services
+        )
+        .unwrap()
+        .is_empty());
+}

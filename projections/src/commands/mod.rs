@@ -8,6 +8,7 @@
 
 pub mod batch;
 pub mod external_ids;
+pub mod groups;
 pub mod store;
 
 use std::collections::HashMap;
@@ -205,6 +206,11 @@ impl CommandBus {
     /// The clock commands are stamped with.
     pub fn clock(&self) -> &Arc<dyn Clock> {
         &self.clock
+    }
+
+    /// The database.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
     }
 
     /// The policy and rules commands are decided with.

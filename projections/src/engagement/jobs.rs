@@ -21,6 +21,9 @@ pub enum JobStatus {
     Dead,
     /// The client no longer needed the email (recovered, opted out, deleted, in cooldown).
     Skipped,
+    /// The client is in the holdout: the trigger is recorded for the uplift report and never
+    /// runs.
+    HeldOut,
 }
 
 impl JobStatus {
@@ -31,6 +34,7 @@ impl JobStatus {
         Self::Done,
         Self::Dead,
         Self::Skipped,
+        Self::HeldOut,
     ];
 
     /// The table's spelling (checked by its constraint).
@@ -41,6 +45,7 @@ impl JobStatus {
             Self::Done => "DONE",
             Self::Dead => "DEAD",
             Self::Skipped => "SKIPPED",
+            Self::HeldOut => "HELD_OUT",
         }
     }
 
@@ -128,6 +133,8 @@ pub struct NewJob {
     pub created_at: DateTime<Utc>,
     /// When a worker may first pick it up.
     pub due_at: DateTime<Utc>,
+    /// A held-out client's trigger: recorded as `HELD_OUT`, never run.
+    pub held_out: bool,
 }
 
 /// Records `job` unless its trigger already made one (a replay). Returns whether it was new.
@@ -146,7 +153,14 @@ pub async fn record(tx: &mut PgConnection, job: &NewJob) -> anyhow::Result<bool>
     .bind(job.trigger_position)
     .bind(job.trigger_sequence)
     .bind(i16::from(job.score))
-    .bind(JobStatus::Pending.as_str())
+    .bind(
+        if job.held_out {
+            JobStatus::HeldOut
+        } else {
+            JobStatus::Pending
+        }
+        .as_str(),
+    )
     .bind(job.due_at)
     .bind(job.created_at)
     .execute(tx)

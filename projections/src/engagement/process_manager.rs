@@ -25,7 +25,9 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use chrono::{DateTime, Duration, Utc};
-use domain::client::{ClientEvent, ClientStatus, DeliveryMode, ScoreCause, UserScored};
+use domain::client::{
+    ClientEvent, ClientStatus, DeliveryMode, EngagementGroup, ScoreCause, UserScored,
+};
 use sqlx::PgConnection;
 use tokio::sync::Notify;
 use uuid::Uuid;
@@ -141,13 +143,14 @@ impl ProcessManager {
             return Ok(());
         }
         let at = scored.as_of;
-        let client: Option<(String, Option<DateTime<Utc>>, bool)> = sqlx::query_as(
-            "select status, last_email_at, suppressed from process_manager_clients where user_id = $1",
+        let client: Option<(String, Option<DateTime<Utc>>, bool, bool)> = sqlx::query_as(
+            "select status, last_email_at, suppressed, holdout
+               from process_manager_clients where user_id = $1",
         )
         .bind(stored.user_id)
         .fetch_optional(&mut *tx)
         .await?;
-        let Some((status, last_email_at, suppressed)) = client else {
+        let Some((status, last_email_at, suppressed, held_out)) = client else {
             return Ok(());
         };
         let status: ClientStatus = status.parse()?;
@@ -167,7 +170,25 @@ impl ProcessManager {
             score: scored.score,
             created_at: at,
             due_at: at + self.settings.trigger_delay,
+            held_out,
         };
+        if held_out {
+            // The same rule decided, so the comparison is fair; the client is not emailed,
+            // and the trigger counts toward the cooldown as an email would.
+            if jobs::record(tx, &job).await? {
+                sqlx::query(
+                    "update process_manager_clients
+                        set last_email_at = greatest(coalesce(last_email_at, $2), $2)
+                      where user_id = $1",
+                )
+                .bind(stored.user_id)
+                .bind(at)
+                .execute(&mut *tx)
+                .await?;
+                tracing::info!(user_id = %stored.user_id, trigger = job.trigger_position, "held-out trigger recorded");
+            }
+            return Ok(());
+        }
         if jobs::record(tx, &job).await? {
             self.recorded.store(true, Ordering::SeqCst);
             tracing::info!(user_id = %stored.user_id, score = scored.score, trigger = job.trigger_position, "email job recorded");
@@ -229,10 +250,18 @@ impl Projection for ProcessManager {
         // Status changes are written together, in one statement, but always before anything
         // that reads or updates the clients' rows, so every decision still sees the status as
         // of its own event (an import creates thousands of clients in one batch).
-        let mut statuses: Vec<(uuid::Uuid, ClientStatus)> = Vec::new();
+        let mut statuses: Vec<ClientChange> = Vec::new();
         for stored in events {
             let status = match stored.event_type.as_str() {
-                "UserCreated" => Some(ClientStatus::Active),
+                "UserCreated" => {
+                    // The group decides whether the client's triggers write emails.
+                    let ClientEvent::UserCreated(e) = stored.event()? else {
+                        continue;
+                    };
+                    let held_out = e.group == Some(EngagementGroup::Holdout);
+                    statuses.push((stored.user_id, ClientStatus::Active, Some(held_out)));
+                    continue;
+                }
                 "UserUnsubscribed" => Some(ClientStatus::Unsubscribed),
                 "UserDeleted" => Some(ClientStatus::Deleted),
                 "UserScored" | "EmailGenerated" | "EmailApproved" | "AddressSuppressed"
@@ -240,7 +269,7 @@ impl Projection for ProcessManager {
                 _ => continue,
             };
             if let Some(status) = status {
-                statuses.push((stored.user_id, status));
+                statuses.push((stored.user_id, status, None));
                 continue;
             }
             match stored.event()? {
@@ -296,27 +325,58 @@ async fn set_suppressed(
     Ok(())
 }
 
-/// Writes the status changes gathered so far (the last one of each client wins) and forgets
-/// them.
+/// A client's new status, and whether they are held out when the event says (creation).
+type ClientChange = (Uuid, ClientStatus, Option<bool>);
+
+/// Writes the status changes gathered so far (the last status of each client wins, and the
+/// group once known is kept) and forgets them.
 async fn record_statuses(
     tx: &mut PgConnection,
-    statuses: &mut Vec<(uuid::Uuid, ClientStatus)>,
+    statuses: &mut Vec<ClientChange>,
 ) -> anyhow::Result<()> {
     if statuses.is_empty() {
         return Ok(());
     }
-    let last: std::collections::HashMap<uuid::Uuid, ClientStatus> = statuses.drain(..).collect();
-    let (ids, values): (Vec<uuid::Uuid>, Vec<&str>) =
-        last.into_iter().map(|(id, s)| (id, s.as_str())).unzip();
-    sqlx::query(
-        "insert into process_manager_clients (user_id, status)
-         select * from unnest($1::uuid[], $2::text[])
-         on conflict (user_id) do update set status = excluded.status",
-    )
-    .bind(&ids)
-    .bind(&values)
-    .execute(&mut *tx)
-    .await
-    .context("recording clients' statuses")?;
+    let mut last: std::collections::HashMap<Uuid, (ClientStatus, Option<bool>)> =
+        std::collections::HashMap::with_capacity(statuses.len());
+    for (id, status, held_out) in statuses.drain(..) {
+        let entry = last.entry(id).or_insert((status, held_out));
+        entry.0 = status;
+        entry.1 = held_out.or(entry.1);
+    }
+    // Creations carry the group; other changes leave it as it is.
+    let (created, changed): (Vec<_>, Vec<_>) =
+        last.into_iter().partition(|(_, (_, h))| h.is_some());
+    for (rows, set) in [
+        (
+            created,
+            "status = excluded.status, holdout = excluded.holdout",
+        ),
+        (changed, "status = excluded.status"),
+    ] {
+        if rows.is_empty() {
+            continue;
+        }
+        let mut ids = Vec::with_capacity(rows.len());
+        let mut values = Vec::with_capacity(rows.len());
+        let mut held = Vec::with_capacity(rows.len());
+        for (id, (status, held_out)) in rows {
+            ids.push(id);
+            values.push(status.as_str());
+            held.push(held_out.unwrap_or(false));
+        }
+        // `set` is one of the two constants above.
+        sqlx::query(&format!(
+            "insert into process_manager_clients (user_id, status, holdout)
+             select * from unnest($1::uuid[], $2::text[], $3::bool[])
+             on conflict (user_id) do update set {set}"
+        ))
+        .bind(&ids)
+        .bind(&values)
+        .bind(&held)
+        .execute(&mut *tx)
+        .await
+        .context("recording clients' statuses")?;
+    }
     Ok(())
 }

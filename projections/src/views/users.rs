@@ -71,6 +71,15 @@ pub struct UserRow {
     /// The client's id in the retailer's systems.
     #[serde(default)]
     pub external_id: Option<String>,
+    /// `TREATMENT` or `HOLDOUT`.
+    #[serde(default = "treatment")]
+    pub engagement_group: String,
+}
+
+fn treatment() -> String {
+    domain::client::EngagementGroup::Treatment
+        .as_str()
+        .to_owned()
 }
 
 impl UserRow {
@@ -99,6 +108,7 @@ impl UserRow {
             updated_at: e.created_at,
             version,
             external_id: e.external_id.clone(),
+            engagement_group: e.group.unwrap_or_default().as_str().to_owned(),
         };
         row.copy_orders(&e.orders);
         row
@@ -147,6 +157,9 @@ impl UserRow {
             }
             ClientEvent::UserUnsubscribed(_) => self.status = ClientStatus::Unsubscribed,
             ClientEvent::UserDeleted(_) => self.status = ClientStatus::Deleted,
+            ClientEvent::GroupAssigned(e) => {
+                self.engagement_group = e.group.as_str().to_owned();
+            }
             // An email's delivery is the emails view's; the row only moves its version.
             ClientEvent::EmailApproved(_)
             | ClientEvent::EmailRejected(_)
