@@ -54,6 +54,8 @@ impl Server {
             )
             .env("MASTER_KEY", MASTER_KEY)
             .env("EMAIL_TRIGGER_DELAY_SECS", "0")
+            // Everyone is emailed: the holdout is another test's subject.
+            .env("HOLDOUT_PERCENT", "0")
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(Stdio::from(
