@@ -68,6 +68,24 @@ pub async fn spawn_app_with(
     spawn(pool, clock, rescore_interval, None, None).await
 }
 
+/// A server holding out `percent` of new clients.
+#[allow(dead_code)]
+pub async fn spawn_app_holding_out(pool: PgPool, percent: u8) -> TestApp {
+    let clock = Arc::new(ManualClock::new(
+        Utc.with_ymd_and_hms(2026, 3, 2, 9, 0, 0).unwrap(),
+    ));
+    let salt = projections::db::holdout_salt(&pool).await.unwrap();
+    spawn_with(
+        pool,
+        clock,
+        Duration::from_secs(60),
+        None,
+        None,
+        Some(domain::client::Holdout { salt, percent }),
+    )
+    .await
+}
+
 /// A server whose emails are written under `delivery` (no mail server: send jobs wait).
 #[allow(dead_code)]
 pub async fn spawn_app_delivering(
@@ -96,6 +114,17 @@ async fn spawn(
     rate_limit: Option<RateLimit>,
     delivery: Option<projections::engagement::delivery::DeliverySettings>,
 ) -> TestApp {
+    spawn_with(pool, clock, rescore_interval, rate_limit, delivery, None).await
+}
+
+async fn spawn_with(
+    pool: PgPool,
+    clock: Arc<ManualClock>,
+    rescore_interval: Duration,
+    rate_limit: Option<RateLimit>,
+    delivery: Option<projections::engagement::delivery::DeliverySettings>,
+    holdout: Option<domain::client::Holdout>,
+) -> TestApp {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = format!("http://{}", listener.local_addr().unwrap());
     let (stop, stopped) = oneshot::channel::<()>();
@@ -114,6 +143,9 @@ async fn spawn(
     parts.email_events_webhook = api::http::webhooks::WebhookSecrets::parse(WEBHOOK_SECRETS);
     if let Some(delivery) = delivery {
         parts.email.delivery = delivery;
+    }
+    if let Some(holdout) = holdout {
+        parts.services.holdout = holdout;
     }
     // The tests' clock stands still: a new trigger is due at once.
     parts.email.process_manager.trigger_delay = chrono::Duration::zero();
