@@ -44,3 +44,24 @@ begin
     execute format('alter table %I add column engagement_group text not null default ''TREATMENT'' check (engagement_group in (''TREATMENT'', ''HOLDOUT''))', tbl);
 end;
 $$;
+
+-- The trend: per day, what changed (clients at risk, the sum and count of current scores,
+-- emails written, reactivations), folded from the log by the `trend` consumer; a day's
+-- standing is the running sum of the days before it. `trend_clients` is what the consumer
+-- knows of each client's current score, to turn a new score into a change.
+create table engagement_daily
+(
+    day            date primary key,
+    at_risk_delta  integer not null default 0,
+    score_sum_delta bigint not null default 0,
+    scored_delta   integer not null default 0,
+    emails         integer not null default 0,
+    reactivations  integer not null default 0
+);
+
+create table trend_clients
+(
+    user_id uuid primary key,
+    score   smallint not null,
+    at_risk boolean  not null
+);

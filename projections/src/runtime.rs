@@ -44,6 +44,7 @@ pub fn start(
         },
         signal.clone(),
     );
+    let signal_for_trend = signal.clone();
     let models = ReadModels {
         users: users.handle(),
         recent_users,
@@ -52,6 +53,14 @@ pub fn start(
     };
     tasks.spawn(users.run(stop.clone()));
     tasks.spawn(emails.run(stop.clone()));
+    // The daily trend: read by the dashboard, never waited on.
+    let trend = Consumer::new(
+        pool.clone(),
+        crate::views::trend::TrendView,
+        ConsumerSettings::background(),
+        signal_for_trend,
+    );
+    tasks.spawn(trend.run(stop.clone()));
     models
 }
 

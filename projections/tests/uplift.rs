@@ -265,3 +265,77 @@ async fn clients_from_before_the_holdout_are_recorded_as_treatment_once(pool: Pg
         assert_eq!(group_of(&pool, *id).await, "TREATMENT");
     }
 }
+
+#[sqlx::test(migrator = "projections::db::MIGRATOR")]
+async fn the_trend_counts_each_day_as_it_stood(pool: PgPool) {
+    use projections::log::consumer::{Consumer, ConsumerSettings, LogSignal};
+    use projections::views::trend::{days, TrendView};
+    let t0 = Utc.with_ymd_and_hms(2026, 6, 1, 9, 0, 0).unwrap();
+    let clock = Arc::new(ManualClock::new(t0));
+    let flow = flow(&pool, clock.clone(), 0);
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let id = flow.client(&format!("Client {i}")).await;
+        flow.run(id, score(10)).await;
+        ids.push(id);
+    }
+    flow.catch_up().await;
+    flow.workers(ConfiguredWriter::Template(TemplateWriter), fast(3))
+        .drain_once()
+        .await
+        .unwrap();
+    // Day 2: one client orders and leaves the at-risk band.
+    clock.set(t0 + Duration::days(2));
+    flow.run(ids[0], order("back", 5_000, t0 + Duration::days(2)))
+        .await;
+    // Day 3: another is deleted.
+    clock.set(t0 + Duration::days(3));
+    flow.run(ids[1], ClientAction::DeleteUser).await;
+    let trend = Consumer::new(
+        pool.clone(),
+        TrendView,
+        ConsumerSettings::default(),
+        LogSignal::new(),
+    );
+    trend.catch_up().await.unwrap();
+    let day0 = t0.date_naive();
+    let seen = days(&pool, day0 - Duration::days(1), day0 + Duration::days(3))
+        .await
+        .unwrap();
+    let at_risk: Vec<i64> = seen.iter().map(|d| d.at_risk).collect();
+    let emails: Vec<i64> = seen.iter().map(|d| d.emails).collect();
+    let reactivations: Vec<i64> = seen.iter().map(|d| d.reactivations).collect();
+    assert_eq!(at_risk, [0, 3, 3, 2, 1]);
+    assert_eq!(emails, [0, 3, 0, 0, 0]);
+    assert_eq!(reactivations, [0, 0, 0, 1, 0]);
+    assert_eq!(seen[1].average_score, 10.0);
+    assert!(seen[3].average_score > 10.0, "{:?}", seen[3]);
+    // Applying the same log again from scratch gives the same days (a rebuild).
+    sqlx::query("delete from engagement_daily")
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query("delete from trend_clients")
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query("delete from consumer_checkpoints where name = 'trend'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    Consumer::new(
+        pool.clone(),
+        TrendView,
+        ConsumerSettings::default(),
+        LogSignal::new(),
+    )
+    .catch_up()
+    .await
+    .unwrap();
+    assert_eq!(
+        days(&pool, day0 - Duration::days(1), day0 + Duration::days(3))
+            .await
+            .unwrap(),
+        seen
+    );
+}

@@ -9,6 +9,7 @@ import * as user from './views/user.js';
 import * as userForm from './views/user-form.js';
 import * as emails from './views/emails.js';
 import * as jobs from './views/jobs.js';
+import * as uplift from './views/uplift.js';
 
 const ROUTES = [
   [/^\/$/, overview.render, 'overview'],
@@ -19,6 +20,7 @@ const ROUTES = [
   [/^\/emails$/, emails.renderList, 'emails'],
   [/^\/emails\/([^/]+)$/, emails.renderDetail, 'emails'],
   [/^\/jobs$/, jobs.render, 'jobs'],
+  [/^\/uplift$/, uplift.render, 'uplift'],
 ];
 
 const root = document.getElementById('app');
@@ -100,7 +102,8 @@ function shell() {
       link('#/', 'Overview', 'overview'),
       link('#/users', 'Users', 'users'),
       link('#/emails', 'Emails', 'emails'),
-      link('#/jobs', 'Email jobs', 'jobs')),
+      link('#/jobs', 'Email jobs', 'jobs'),
+      link('#/uplift', 'Uplift', 'uplift')),
     h('div', { class: 'who' },
       liveStatus,
       h('span', { class: 'actor', title: `signed in as ${viewer.actor}` }, viewer.actor, ' ', h('span', { class: 'role' }, viewer.role.toLowerCase())),

@@ -16,8 +16,8 @@ use super::ids::parse_id;
 use super::loaders::{EventsPageKey, Loaders};
 use super::types::{
     Email, EmailConnection, EmailJob, EmailJobConnection, EmailJobStatus, EmailStatus,
-    EngagementSummary, EventConnection, Health, UpliftReport, User, UserConnection, UserState,
-    UserStatus,
+    EngagementSummary, EventConnection, Health, TrendDay, UpliftReport, User, UserConnection,
+    UserState, UserStatus,
 };
 use super::ApiContext;
 
@@ -370,6 +370,26 @@ impl Query {
             window_days,
             &domain::uplift::report(&triggers),
         ))
+    }
+
+    /// Per day over the last `days` (up to today, UTC): clients at risk and their average
+    /// score at the day's end, emails written and reactivations (at-risk clients whose own
+    /// activity took them out of the band) that day. Oldest first.
+    async fn engagement_trend(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 90)] days: i32,
+    ) -> async_graphql::Result<Vec<TrendDay>> {
+        let api = ctx.data_unchecked::<ApiContext>();
+        if !(1..=730).contains(&days) {
+            return Err(ApiError::validation("days", "must be 1 to 730").into());
+        }
+        let today = api.commands.clock().now().date_naive();
+        let from = today - chrono::Duration::days(i64::from(days - 1));
+        let rows = projections::views::trend::days(&api.pool, from, today)
+            .await
+            .map_err(ApiError::from)?;
+        Ok(rows.into_iter().map(TrendDay::from).collect())
     }
 
     /// Email jobs, newest first.

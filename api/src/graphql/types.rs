@@ -732,3 +732,31 @@ impl UpliftReport {
         }
     }
 }
+
+/// One day of the trend, as it stood at the day's end (UTC).
+#[derive(SimpleObject, Clone, Debug)]
+pub struct TrendDay {
+    /// The day.
+    pub day: chrono::NaiveDate,
+    /// Clients at risk.
+    pub at_risk: i32,
+    /// The average of current scores.
+    pub average_score: f64,
+    /// Emails written that day.
+    pub emails: i32,
+    /// At-risk clients whose own activity took them out of the band that day.
+    pub reactivations: i32,
+}
+
+impl From<projections::views::trend::TrendDay> for TrendDay {
+    fn from(d: projections::views::trend::TrendDay) -> Self {
+        let int = |n: i64| i32::try_from(n).unwrap_or(i32::MAX);
+        Self {
+            day: d.day,
+            at_risk: int(d.at_risk),
+            average_score: d.average_score,
+            emails: int(d.emails),
+            reactivations: int(d.reactivations),
+        }
+    }
+}

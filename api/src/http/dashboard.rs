@@ -32,6 +32,7 @@ static ASSETS: &[(&str, &str)] = files!(
     "js/views/paging.js",
     "js/views/user-form.js",
     "js/views/user.js",
+    "js/views/uplift.js",
     "js/views/users.js",
 );
 

@@ -1,0 +1,99 @@
+//! The uplift page in a real browser: `tests/browser/uplift.mjs` drives headless Chromium
+//! against a server holding out half the clients, with some at risk and one come back.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use chrono::Duration as Span;
+use common::{spawn_app_holding_out, ADMIN, OPERATOR};
+use projections::clock::Clock as _;
+use serde_json::json;
+use sqlx::PgPool;
+
+#[sqlx::test(migrator = "projections::db::MIGRATOR")]
+async fn the_uplift_page_says_what_the_numbers_mean(pool: PgPool) {
+    let app = spawn_app_holding_out(pool.clone(), 50).await;
+    let mut ids = Vec::new();
+    for n in 0..12 {
+        let id = app
+            .create_user(&format!("Client {n}"), &format!("c{n}@example.com"))
+            .await;
+        app.gql_ok(
+            OPERATOR,
+            "mutation($u: ID!) { setEngagementScore(userId: $u, score: 10, reason: \"test\") { id } }",
+            json!({ "u": id }),
+        )
+        .await;
+        ids.push(id);
+    }
+    for _ in 0..200 {
+        let settled: i64 = sqlx::query_scalar(
+            "select count(*) from email_jobs where status in ('DONE', 'HELD_OUT')",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        if settled == 12 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    app.clock.advance(Span::days(2));
+    let placed_at = app.clock.now() - Span::hours(1);
+    app.gql_ok(
+        OPERATOR,
+        "mutation($u: ID!, $i: PlaceOrderInput!) { placeOrder(userId: $u, input: $i) { id } }",
+        json!({ "u": ids[0], "i": { "orderId": "o-1", "amount": "30.00", "placedAt": placed_at } }),
+    )
+    .await;
+    // What the page must show, from the API itself (the trend's consumer runs in the
+    // background: wait until it has caught up with the order).
+    let query = "{ engagementUplift { treatment { triggered reactivated } holdout { triggered reactivated } }
+                   engagementTrend(days: 90) { atRisk } }";
+    let mut expected = json!(null);
+    for _ in 0..200 {
+        let data = app.gql_ok(OPERATOR, query, json!({})).await;
+        let at_risk = data["engagementTrend"].as_array().unwrap().last().unwrap()["atRisk"].clone();
+        if at_risk == json!(11) {
+            expected = json!({
+                "treatment": data["engagementUplift"]["treatment"],
+                "holdout": data["engagementUplift"]["holdout"],
+                "atRiskToday": at_risk,
+            });
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!expected.is_null(), "the trend caught up");
+    let browser_tests = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    assert!(
+        browser_tests.join("node_modules/playwright-core").is_dir(),
+        "playwright-core is not installed: run `bash .ci/browser-up` (the README's test command does)"
+    );
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".to_owned());
+    let screenshots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard-screenshots");
+    let run = tokio::process::Command::new("node")
+        .arg("uplift.mjs")
+        .current_dir(&browser_tests)
+        .env("BASE_URL", &app.address)
+        .env("ADMIN_TOKEN", ADMIN)
+        .env("SCREENSHOTS", &screenshots)
+        .env("CHROMIUM", &chromium)
+        .env("EXPECTED", expected.to_string())
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(120), run)
+        .await
+        .expect("the browser test finished within 2 minutes")
+        .expect("node runs");
+    println!("{}", String::from_utf8_lossy(&output.stdout));
+    assert!(
+        output.status.success(),
+        "the uplift browser test failed ({}):\n{}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
