@@ -146,25 +146,13 @@ impl Projection for TrendView {
         .execute(&mut *tx)
         .await
         .context("recording the trend's clients")?;
-        let mut columns: (
-            Vec<NaiveDate>,
-            Vec<i32>,
-            Vec<i64>,
-            Vec<i32>,
-            Vec<i32>,
-            Vec<i32>,
-        ) = Default::default();
-        for (day, c) in days {
-            columns.0.push(day);
-            columns.1.push(c.at_risk);
-            columns.2.push(c.score_sum);
-            columns.3.push(c.scored);
-            columns.4.push(c.emails);
-            columns.5.push(c.reactivations);
-        }
+        let days: Vec<(NaiveDate, DayChange)> = days.into_iter().collect();
+        let column =
+            |f: fn(&DayChange) -> i64| days.iter().map(|(_, c)| f(c)).collect::<Vec<i64>>();
+        let day_list: Vec<NaiveDate> = days.iter().map(|(day, _)| *day).collect();
         sqlx::query(
             "insert into engagement_daily (day, at_risk_delta, score_sum_delta, scored_delta, emails, reactivations)
-             select * from unnest($1::date[], $2::int[], $3::bigint[], $4::int[], $5::int[], $6::int[])
+             select * from unnest($1::date[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[])
              on conflict (day) do update set
                 at_risk_delta = engagement_daily.at_risk_delta + excluded.at_risk_delta,
                 score_sum_delta = engagement_daily.score_sum_delta + excluded.score_sum_delta,
@@ -172,12 +160,12 @@ impl Projection for TrendView {
                 emails = engagement_daily.emails + excluded.emails,
                 reactivations = engagement_daily.reactivations + excluded.reactivations",
         )
-        .bind(&columns.0)
-        .bind(&columns.1)
-        .bind(&columns.2)
-        .bind(&columns.3)
-        .bind(&columns.4)
-        .bind(&columns.5)
+        .bind(&day_list)
+        .bind(column(|c| i64::from(c.at_risk)))
+        .bind(column(|c| c.score_sum))
+        .bind(column(|c| i64::from(c.scored)))
+        .bind(column(|c| i64::from(c.emails)))
+        .bind(column(|c| i64::from(c.reactivations)))
         .execute(&mut *tx)
         .await
         .context("recording the trend's days")?;
