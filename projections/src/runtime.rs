@@ -53,11 +53,13 @@ pub fn start(
     };
     tasks.spawn(users.run(stop.clone()));
     tasks.spawn(emails.run(stop.clone()));
-    // The daily trend: read by the dashboard, never waited on.
+    // The daily trend: read by the dashboard, never waited on, so it lets events gather for
+    // two seconds and folds them in one transaction (at most one every two seconds, whatever
+    // the rate of commands, instead of one per command).
     let trend = Consumer::new(
         pool.clone(),
         crate::views::trend::TrendView,
-        ConsumerSettings::background(),
+        crate::views::trend::TrendView::settings(),
         signal_for_trend,
     );
     tasks.spawn(trend.run(stop.clone()));

@@ -17,7 +17,7 @@ use domain::client::{ClientEvent, ScoreCause};
 use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
-use crate::log::consumer::Projection;
+use crate::log::consumer::{ConsumerSettings, Projection};
 use crate::log::StoredEvent;
 
 /// What one day changed.
@@ -35,6 +35,19 @@ struct DayChange {
 pub struct TrendView;
 
 const TYPES: &[&str] = &["UserScored", "EmailGenerated", "UserDeleted"];
+
+impl TrendView {
+    /// How the trend's consumer runs: nobody waits on it, so events gather for two seconds
+    /// before each read, and one transaction folds them all (the trend costs at most one
+    /// transaction every two seconds, not one per command).
+    pub fn settings() -> ConsumerSettings {
+        ConsumerSettings {
+            gather: std::time::Duration::from_secs(2),
+            batch_size: 5000,
+            ..ConsumerSettings::background()
+        }
+    }
+}
 
 impl Projection for TrendView {
     fn name(&self) -> &str {
@@ -130,22 +143,26 @@ impl Projection for TrendView {
             }
         }
         // A deleted client's row goes; one never scored here had none.
-        sqlx::query("delete from trend_clients where user_id = any($1)")
-            .bind(&gone)
+        if !gone.is_empty() {
+            sqlx::query("delete from trend_clients where user_id = any($1)")
+                .bind(&gone)
+                .execute(&mut *tx)
+                .await
+                .context("forgetting deleted clients")?;
+        }
+        if !kept.is_empty() {
+            sqlx::query(
+                "insert into trend_clients (user_id, score, at_risk)
+                 select * from unnest($1::uuid[], $2::smallint[], $3::bool[])
+                 on conflict (user_id) do update set score = excluded.score, at_risk = excluded.at_risk",
+            )
+            .bind(&kept)
+            .bind(&scores)
+            .bind(&risks)
             .execute(&mut *tx)
             .await
-            .context("forgetting deleted clients")?;
-        sqlx::query(
-            "insert into trend_clients (user_id, score, at_risk)
-             select * from unnest($1::uuid[], $2::smallint[], $3::bool[])
-             on conflict (user_id) do update set score = excluded.score, at_risk = excluded.at_risk",
-        )
-        .bind(&kept)
-        .bind(&scores)
-        .bind(&risks)
-        .execute(&mut *tx)
-        .await
-        .context("recording the trend's clients")?;
+            .context("recording the trend's clients")?;
+        }
         let days: Vec<(NaiveDate, DayChange)> = days.into_iter().collect();
         let column =
             |f: fn(&DayChange) -> i64| days.iter().map(|(_, c)| f(c)).collect::<Vec<i64>>();
