@@ -18,6 +18,10 @@ pub struct Cli {
     /// The master key, found the same way by every command.
     #[command(flatten)]
     pub secrets: SecretsConfig,
+    /// How logs are written to standard error: `text` (colour only on a terminal) or `json`
+    /// (one object per line).
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -91,6 +95,15 @@ pub struct ImportConfig {
 }
 
 /// What `engagement import` reads.
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines; colour only when standard error is a terminal.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ImportKind {
     /// `external_id,name,email,preferred_categories,created_at`

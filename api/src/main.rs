@@ -11,13 +11,20 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    // Settings first (clap answers --help and bad flags itself), then logging as they say.
     let cli = api::config::Cli::parse();
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        // One JSON object per line, for log shippers.
+        api::config::LogFormat::Json => logs.json().flatten_event(true).init(),
+        // Colour only on a terminal: a file or a pipe gets plain text.
+        api::config::LogFormat::Text => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+    }
     match api::cli::run(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) if error.downcast_ref::<api::import::RowsSkipped>().is_some() => {

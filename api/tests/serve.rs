@@ -203,3 +203,38 @@ async fn the_rebuild_command_rebuilds_every_view_from_the_log(pool: PgPool) {
         .unwrap();
     assert_eq!(row.name, "Katherine Johnson");
 }
+
+/// Logs on a pipe carry no colour codes; `LOG_FORMAT=json` writes one JSON object per line.
+#[sqlx::test(migrator = "projections::db::MIGRATOR")]
+async fn logs_are_plain_on_a_pipe_and_json_when_asked(pool: PgPool) {
+    let url = url_of(&pool).await;
+    let run = |format: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_engagement"))
+            .args(["migrate", "--database-url", &url])
+            .env("RUST_LOG", "info")
+            .env("LOG_FORMAT", format)
+            .output()
+            .unwrap()
+    };
+    let text = run("text");
+    assert!(text.status.success());
+    let stderr = String::from_utf8(text.stderr).unwrap();
+    assert!(stderr.contains("migrations applied"), "{stderr}");
+    assert!(
+        !stderr.contains('\u{1b}'),
+        "colour codes on a pipe: {stderr:?}"
+    );
+    let json = run("json");
+    assert!(json.status.success());
+    let stderr = String::from_utf8(json.stderr).unwrap();
+    let lines: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(lines
+        .iter()
+        .any(|l| l["message"] == "migrations applied" && l["level"] == "INFO"));
+    let bad = run("yaml");
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("log-format"));
+}
