@@ -3,10 +3,9 @@
 
 mod common;
 
-use std::path::Path;
 use std::time::Duration;
 
-use common::{spawn_app_delivering, ADMIN, OPERATOR};
+use common::{run_browser_test, spawn_app_delivering, ADMIN, OPERATOR};
 use domain::client::DeliveryMode;
 use projections::engagement::delivery::DeliverySettings;
 use serde_json::json;
@@ -45,34 +44,15 @@ async fn operators_review_emails_in_the_dashboard(pool: PgPool) {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let browser_tests = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
-    assert!(
-        browser_tests.join("node_modules/playwright-core").is_dir(),
-        "playwright-core is not installed: run `bash .ci/browser-up` (the README's test command does)"
-    );
-    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".to_owned());
-    let screenshots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard-screenshots");
-    let run = tokio::process::Command::new("node")
-        .arg("review.mjs")
-        .current_dir(&browser_tests)
-        .env("BASE_URL", &app.address)
-        .env("ADMIN_TOKEN", ADMIN)
-        .env("SCREENSHOTS", &screenshots)
-        .env("CHROMIUM", &chromium)
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(Duration::from_secs(120), run)
-        .await
-        .expect("the browser test finished within 2 minutes")
-        .expect("node runs");
-    println!("{}", String::from_utf8_lossy(&output.stdout));
-    assert!(
-        output.status.success(),
-        "the review browser test failed ({}):\n{}\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    run_browser_test(
+        "review.mjs",
+        &[
+            ("BASE_URL", app.address.clone()),
+            ("ADMIN_TOKEN", ADMIN.to_owned()),
+        ],
+        Duration::from_secs(120),
+    )
+    .await;
     let statuses: Vec<String> = sqlx::query_scalar("select status from emails order by status")
         .fetch_all(&pool)
         .await

@@ -3,11 +3,10 @@
 
 mod common;
 
-use std::path::Path;
 use std::time::Duration;
 
 use chrono::Duration as Span;
-use common::{spawn_app_holding_out, ADMIN, OPERATOR};
+use common::{run_browser_test, spawn_app_holding_out, ADMIN, OPERATOR};
 use projections::clock::Clock as _;
 use serde_json::json;
 use sqlx::PgPool;
@@ -67,33 +66,14 @@ async fn the_uplift_page_says_what_the_numbers_mean(pool: PgPool) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(!expected.is_null(), "the trend caught up");
-    let browser_tests = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
-    assert!(
-        browser_tests.join("node_modules/playwright-core").is_dir(),
-        "playwright-core is not installed: run `bash .ci/browser-up` (the README's test command does)"
-    );
-    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".to_owned());
-    let screenshots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard-screenshots");
-    let run = tokio::process::Command::new("node")
-        .arg("uplift.mjs")
-        .current_dir(&browser_tests)
-        .env("BASE_URL", &app.address)
-        .env("ADMIN_TOKEN", ADMIN)
-        .env("SCREENSHOTS", &screenshots)
-        .env("CHROMIUM", &chromium)
-        .env("EXPECTED", expected.to_string())
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(Duration::from_secs(120), run)
-        .await
-        .expect("the browser test finished within 2 minutes")
-        .expect("node runs");
-    println!("{}", String::from_utf8_lossy(&output.stdout));
-    assert!(
-        output.status.success(),
-        "the uplift browser test failed ({}):\n{}\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    run_browser_test(
+        "uplift.mjs",
+        &[
+            ("BASE_URL", app.address.clone()),
+            ("ADMIN_TOKEN", ADMIN.to_owned()),
+            ("EXPECTED", expected.to_string()),
+        ],
+        Duration::from_secs(120),
+    )
+    .await;
 }

@@ -253,3 +253,41 @@ impl Captured {
         String::from_utf8(std::mem::take(&mut *self.0.lock().unwrap())).unwrap()
     }
 }
+
+/// Runs `tests/browser/<script>` with Node.js against headless Chromium (Debian's, or
+/// `$CHROMIUM`), with `env` and `SCREENSHOTS` set, within `timeout`; panics with its output if
+/// it fails. `.ci/browser-up` installs Chromium and playwright-core.
+pub async fn run_browser_test(script: &str, env: &[(&str, String)], timeout: Duration) {
+    let browser_tests = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    assert!(
+        browser_tests.join("node_modules/playwright-core").is_dir(),
+        "playwright-core is not installed: run `bash .ci/browser-up` (the README's test command does)"
+    );
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".to_owned());
+    assert!(
+        std::path::Path::new(&chromium).exists(),
+        "{chromium} is missing: run `bash .ci/browser-up` (Debian's chromium package)"
+    );
+    let screenshots =
+        std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard-screenshots");
+    let run = tokio::process::Command::new("node")
+        .arg(script)
+        .current_dir(&browser_tests)
+        .env("SCREENSHOTS", &screenshots)
+        .env("CHROMIUM", &chromium)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(timeout, run)
+        .await
+        .unwrap_or_else(|_| panic!("{script} finished within {timeout:?}"))
+        .expect("node runs");
+    println!("{}", String::from_utf8_lossy(&output.stdout));
+    assert!(
+        output.status.success(),
+        "{script} failed ({}):\n{}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
