@@ -35,6 +35,7 @@ pub struct App {
     state: AppState,
     cors_origins: Vec<HeaderValue>,
     shutdown_grace: Duration,
+    metrics_on_main: bool,
     background: JoinSet<()>,
     stop: CancellationToken,
 }
@@ -67,6 +68,9 @@ pub struct AppParts {
     pub email_events_webhook: crate::http::webhooks::WebhookSecrets,
     /// The demo's fill, when serving one.
     pub demo: Option<Arc<crate::demo::DemoProgress>>,
+    /// Serve `GET /metrics` on the main listener (with a token); false when it has a listener
+    /// of its own (`METRICS_LISTEN`).
+    pub metrics_on_main: bool,
 }
 
 impl AppParts {
@@ -92,6 +96,7 @@ impl AppParts {
             order_webhook: Default::default(),
             email_events_webhook: Default::default(),
             demo: None,
+            metrics_on_main: true,
         }
     }
 }
@@ -100,6 +105,7 @@ impl App {
     /// Wires the application and starts its background work (the log's consumers), which
     /// runs until [`App::run`] stops it. Must be called inside a Tokio runtime.
     pub fn build(parts: AppParts) -> Self {
+        http::metrics::install();
         let commands = CommandBus::new(parts.pool.clone(), parts.services, parts.clock);
         let stop = CancellationToken::new();
         let mut background = JoinSet::new();
@@ -161,6 +167,7 @@ impl App {
                     .then(|| Arc::new(ResponseCache::new(parts.response_cache_bytes))),
             },
             shutdown_grace: parts.shutdown_grace,
+            metrics_on_main: parts.metrics_on_main,
             background,
             stop,
         }
@@ -181,8 +188,14 @@ impl App {
                 header::CONTENT_TYPE,
                 HeaderName::from_static("x-correlation-id"),
             ]);
+        let metrics = if self.metrics_on_main {
+            http::metrics::router()
+        } else {
+            Router::new()
+        };
         Router::new()
             .merge(http::health::router())
+            .merge(metrics)
             .merge(http::graphql::router())
             .merge(http::playground::router())
             .merge(http::dashboard::router())
@@ -190,6 +203,7 @@ impl App {
             .merge(http::email_events::router())
             .merge(http::unsubscribe::router())
             .layer(cors)
+            .layer(axum::middleware::from_fn(http::metrics::track))
             .layer(TraceLayer::new_for_http())
             .with_state(self.state.clone())
     }

@@ -168,6 +168,14 @@ async fn run_serve(
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
     let address = listener.local_addr()?;
+    let metrics_listener = match config.metrics_listen {
+        Some(at) => Some(
+            TcpListener::bind(at)
+                .await
+                .map_err(|e| anyhow::anyhow!("METRICS_LISTEN: cannot listen on {at}: {e}"))?,
+        ),
+        None => None,
+    };
     // Settings are checked before any background work starts: a bad one stops here, named.
     let (delivery, sender) = config.delivery.settings(address, &master_key)?;
     let mut tokens = TokenStore::parse(&config.api_tokens)?;
@@ -219,8 +227,19 @@ async fn run_serve(
             &config.delivery.email_events_webhook_secret,
         ),
         demo: demo.clone(),
+        metrics_on_main: metrics_listener.is_none(),
         ..AppParts::new(pool)
     });
+    if let Some(listener) = metrics_listener {
+        let at = listener.local_addr()?;
+        tracing::info!(%at, "serving /metrics without a token");
+        let router = crate::http::metrics::open_router(app.state().pool.clone());
+        tokio::spawn(async move {
+            if let Err(error) = axum::serve(listener, router).await {
+                tracing::error!(%error, "the metrics listener stopped");
+            }
+        });
+    }
     if let Some(progress) = demo {
         tracing::info!(database = %db::redact_url(&database.database_url), "demo: filling its own database in the background");
         tokio::spawn(crate::demo::fill(

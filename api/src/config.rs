@@ -202,6 +202,11 @@ pub struct ServeConfig {
     /// Address to listen on.
     #[arg(long, env = "LISTEN_ADDR", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+    /// Serve `GET /metrics` on this address of its own, without a token (for a private
+    /// network); the main listener then has no `/metrics`. Unset: on the main listener, with a
+    /// bearer token of any role.
+    #[arg(long, env = "METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
     /// Scoring and email rules.
     #[command(flatten)]
     pub scoring: ScoringConfig,

@@ -1,142 +1,19 @@
 //! Delivery as the service runs it: the `engagement serve` binary, a real mail server
 //! (aiosmtpd), SIGKILL in the middle of a batch of sends, and secrets that must never show.
 
+mod process;
 #[path = "../../projections/tests/smtp/mod.rs"]
 mod smtp;
 
 use std::collections::HashMap;
-use std::io::{BufRead as _, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
 
-use api::graphql::auth::digest_hex;
-use serde_json::{json, Value};
+use process::{url_of, wait_until, Server, MASTER_KEY};
+use serde_json::json;
 use smtp::SmtpServer;
 use sqlx::PgPool;
-
-const OPERATOR: &str = "operator-token-for-process-tests";
-const MASTER_KEY: &str = "AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA=";
-
-/// The URL of the test's own database (sqlx::test made it on DATABASE_URL's server).
-async fn url_of(pool: &PgPool) -> String {
-    let name: String = sqlx::query_scalar("select current_database()")
-        .fetch_one(pool)
-        .await
-        .unwrap();
-    let base = std::env::var("DATABASE_URL").unwrap();
-    let (server, _) = base.rsplit_once('/').unwrap();
-    format!("{server}/{name}")
-}
-
-/// A running `engagement serve`; SIGKILLed when dropped.
-struct Server {
-    child: Child,
-    address: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Server {
-    fn start(database_url: &str, env: &[(&str, String)], log: PathBuf) -> Self {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_engagement"));
-        command
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .env("DATABASE_URL", database_url)
-            .env(
-                "API_TOKENS",
-                format!("operator:ops:{}", digest_hex(OPERATOR)),
-            )
-            .env("MASTER_KEY", MASTER_KEY)
-            .env("EMAIL_TRIGGER_DELAY_SECS", "0")
-            // Everyone is emailed: the holdout is another test's subject.
-            .env("HOLDOUT_PERCENT", "0")
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(&log)
-                    .unwrap(),
-            ));
-        for (key, value) in env {
-            command.env(key, value);
-        }
-        let mut child = command.spawn().unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut tx = Some(tx);
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(rest) = line.strip_prefix("engagement is listening on ") {
-                    if let Some(tx) = tx.take() {
-                        let _ = tx.send(rest.trim_end_matches('/').to_owned());
-                    }
-                }
-            }
-        });
-        let address = rx
-            .recv_timeout(Duration::from_secs(60))
-            .unwrap_or_else(|_| {
-                panic!(
-                    "the server did not start:\n{}",
-                    std::fs::read_to_string(&log).unwrap_or_default()
-                )
-            });
-        Self { child, address }
-    }
-
-    async fn gql(&self, query: &str, variables: Value) -> Value {
-        let body: Value = reqwest::Client::new()
-            .post(format!("{}/graphql", self.address))
-            .bearer_auth(OPERATOR)
-            .json(&json!({ "query": query, "variables": variables }))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        assert!(body["errors"].is_null(), "{body}");
-        body["data"].clone()
-    }
-
-    /// A client scored at risk by hand (the engine then writes and sends their email).
-    async fn at_risk(&self, n: usize) {
-        let id = self
-            .gql(
-                "mutation($i: CreateUserInput!) { createUser(input: $i) { id } }",
-                json!({ "i": { "name": format!("Client {n}"), "email": format!("client{n}@example.com") } }),
-            )
-            .await["createUser"]["id"]
-            .as_str()
-            .unwrap()
-            .to_owned();
-        self.gql(
-            "mutation($u: ID!) { setEngagementScore(userId: $u, score: 5, reason: \"test\") { id } }",
-            json!({ "u": id }),
-        )
-        .await;
-    }
-}
-
-async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = Instant::now();
-    while !check().await {
-        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 async fn count(pool: &PgPool, sql: &str) -> i64 {
     sqlx::query_scalar(sql).fetch_one(pool).await.unwrap()

@@ -20,6 +20,7 @@
 //! - [`engagement`]: the process manager, the `email_jobs` table, the workers and the writers.
 //! - [`scheduler`]: rescoring users as time passes, and everyone after a policy switch.
 //! - [`runtime`]: starting the consumers and workers in a service.
+//! - [`metrics`]: what the service measures (names, known labels, scrape-time gauges).
 //! - [`db`]: pools with safe session settings, database creation, the embedded migrations.
 //! - [`clock`]: time as an input.
 
@@ -29,6 +30,7 @@ pub mod db;
 pub mod engagement;
 pub mod ingest;
 pub mod log;
+pub mod metrics;
 pub mod runtime;
 pub mod scheduler;
 pub mod views;

@@ -28,6 +28,7 @@ use crate::graphql::auth::Principal;
 use crate::graphql::errors::ApiError;
 use crate::graphql::loaders::Loaders;
 use crate::graphql::RequestMeta;
+use crate::http::metrics::GraphqlOutcome;
 use crate::http::response_cache;
 
 /// Largest request body accepted.
@@ -151,16 +152,45 @@ fn cache_key(principal: &Principal, request: &async_graphql::Request) -> String 
     )
 }
 
-/// A JSON answer, saying whether it came from the cache.
-fn json_answer(body: Bytes, cache: &'static str) -> Response {
-    (
+/// A JSON answer, saying whether it came from the cache, and what it was for the metrics.
+fn json_answer(body: Bytes, cache: &'static str, outcome: GraphqlOutcome) -> Response {
+    let mut response = (
         [
             (header::CONTENT_TYPE, "application/json"),
             (header::HeaderName::from_static("x-cache"), cache),
         ],
         body,
     )
-        .into_response()
+        .into_response();
+    if outcome.outcome == "UNAVAILABLE" {
+        // A dependency is down: 503 with a hint of when to retry, which HTTP clients and proxies
+        // know to honour. The body is the same GraphQL answer.
+        *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+        response.headers_mut().insert(
+            header::RETRY_AFTER,
+            axum::http::HeaderValue::from_static(UNAVAILABLE_RETRY_AFTER),
+        );
+    }
+    response.extensions_mut().insert(outcome);
+    response
+}
+
+/// Seconds a caller is asked to wait after `UNAVAILABLE` (a database restart takes a few).
+const UNAVAILABLE_RETRY_AFTER: &str = "2";
+
+/// The type of the operation a request runs (`query` when it cannot be told: a syntax error).
+fn operation_type(doc: Option<&ExecutableDocument>, wanted: Option<&str>) -> &'static str {
+    let ty = doc.and_then(|doc| {
+        doc.operations
+            .iter()
+            .find(|(name, _)| wanted.is_none_or(|w| name.is_some_and(|n| n.as_str() == w)))
+            .map(|(_, op)| op.node.ty)
+    });
+    match ty {
+        Some(OperationType::Mutation) => "mutation",
+        Some(OperationType::Subscription) => "subscription",
+        _ => "query",
+    }
 }
 
 /// Refuses a caller over their request budget, with `Retry-After` in whole seconds.
@@ -196,6 +226,7 @@ async fn execute(
     if let Some(refused) = over_limit(state, &principal) {
         return refused;
     }
+    let operation = operation_type(doc.as_deref(), request.operation_name.as_deref());
     let meta = request_meta(headers);
     // The views' token is read before executing: an answer computed while they moved is kept
     // under the old token and never served under the new one.
@@ -205,7 +236,11 @@ async fn execute(
             Ok(token) => {
                 let key = cache_key(&principal, &request);
                 if let Some(answer) = cache.get(&token, &key) {
-                    return json_answer(answer, "hit");
+                    let outcome = GraphqlOutcome {
+                        operation,
+                        outcome: "ok",
+                    };
+                    return json_answer(answer, "hit", outcome);
                 }
                 kept = Some((cache, token, key));
             }
@@ -242,12 +277,23 @@ async fn execute(
                     )
                 }
             };
+            let outcome = GraphqlOutcome {
+                operation,
+                outcome: response
+                    .errors
+                    .iter()
+                    .find_map(|e| e.extensions.as_ref()?.get("code"))
+                    .map_or("ok", |code| match code {
+                        async_graphql::Value::String(code) => GraphqlOutcome::outcome_of(code),
+                        _ => "INTERNAL",
+                    }),
+            };
             match kept {
                 Some((cache, token, key)) if response.errors.is_empty() => {
                     cache.put(token, key, body.clone());
-                    json_answer(body, "miss")
+                    json_answer(body, "miss", outcome)
                 }
-                _ => json_answer(body, "bypass"),
+                _ => json_answer(body, "bypass", outcome),
             }
         }
         Err(_) => refuse(

@@ -4,6 +4,7 @@ pub mod dashboard;
 pub mod email_events;
 pub mod graphql;
 pub mod health;
+pub mod metrics;
 pub mod parsed;
 pub mod playground;
 pub mod rate_limit;

@@ -242,6 +242,7 @@ impl Batch {
         tx.commit()
             .await
             .map_err(|e| failed(e, "committing a batch"))?;
+        crate::metrics::events_appended(rows.types.iter().map(String::as_str));
         Ok(LogPosition {
             transaction_id,
             global_position,

@@ -24,6 +24,7 @@ use uuid::Uuid;
 use self::store::CachingStore;
 use crate::clock::Clock;
 use crate::log::position::LogPosition;
+use crate::metrics::CommandOutcome;
 
 /// A snapshot is written every this many events of a client.
 pub const SNAPSHOT_EVERY: usize = 50;
@@ -93,15 +94,22 @@ pub enum CommandError {
 
 /// Whether a database error says the server cannot be reached (rather than that a statement
 /// failed).
+///
+/// Besides failing to connect at all, a server that is going down or not yet up says so with
+/// an SQLSTATE: class 08 (connection exception), 57P01-57P03 (shut down by an administrator,
+/// crashed, cannot connect now: a restart) and 53300 (too many connections).
 pub fn unreachable_database(error: &sqlx::Error) -> bool {
-    matches!(
-        error,
+    match error {
         sqlx::Error::Io(_)
-            | sqlx::Error::Tls(_)
-            | sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::WorkerCrashed
-    )
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(e) => e.code().is_some_and(|code| {
+            code.starts_with("08") || matches!(&*code, "57P01" | "57P02" | "57P03" | "53300")
+        }),
+        _ => false,
+    }
 }
 
 /// What a successful command left behind.
@@ -264,6 +272,26 @@ impl CommandBus {
         command: ClientCommand,
         metadata: &CommandMetadata,
     ) -> Result<Committed, CommandError> {
+        let started = std::time::Instant::now();
+        let name = command.name();
+        let result = self.attempt_until_settled(user_id, command, metadata).await;
+        let outcome = match &result {
+            Ok(_) => CommandOutcome::Ok,
+            Err(CommandError::Rejected(_)) => CommandOutcome::Rejected,
+            Err(CommandError::Conflict) => CommandOutcome::Conflict,
+            Err(CommandError::Unavailable(_)) => CommandOutcome::Unavailable,
+            Err(CommandError::Unexpected(_)) => CommandOutcome::Error,
+        };
+        crate::metrics::command_finished(name, outcome, started.elapsed());
+        result
+    }
+
+    async fn attempt_until_settled(
+        &self,
+        user_id: Uuid,
+        command: ClientCommand,
+        metadata: &CommandMetadata,
+    ) -> Result<Committed, CommandError> {
         let aggregate_id = user_id.to_string();
         let metadata_map = metadata.to_map();
         let _turn = self.turns.take(user_id).await;
@@ -292,6 +320,7 @@ impl CommandBus {
                 Err(AggregateError::UserError(e)) => return Err(CommandError::Rejected(e)),
                 Err(AggregateError::AggregateConflict) if attempt < self.max_attempts => {
                     tracing::debug!(attempt, "concurrent write, retrying");
+                    crate::metrics::command_retried(command.name());
                     tokio::time::sleep(backoff(attempt)).await;
                 }
                 Err(AggregateError::AggregateConflict) => {

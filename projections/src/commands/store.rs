@@ -96,7 +96,7 @@ fn persistence(error: sqlx::Error) -> PersistenceError {
         sqlx::Error::Database(e) if e.code().as_deref() == Some("23505") => {
             PersistenceError::OptimisticLockError
         }
-        sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::PoolTimedOut => {
+        _ if super::unreachable_database(&error) => {
             PersistenceError::ConnectionError(Box::new(error))
         }
         _ => PersistenceError::UnknownError(Box::new(error)),
@@ -228,6 +228,7 @@ impl PersistedEventRepository for LogRepository {
                 )
             },
         );
+        crate::metrics::events_appended(types);
         // Outside a command run through `landing` there is nobody to tell.
         let _ = LANDED.try_with(|cell| cell.set(last));
         Ok(())

@@ -335,6 +335,19 @@ pub async fn count<'e>(
         .context("counting email jobs")
 }
 
+/// How many jobs there are in each status that has any.
+///
+/// # Errors
+/// The database failed.
+pub async fn count_by_status<'e>(
+    executor: impl PgExecutor<'e>,
+) -> anyhow::Result<Vec<(String, i64)>> {
+    sqlx::query_as("select status, count(*) from email_jobs group by status")
+        .fetch_all(executor)
+        .await
+        .context("counting email jobs by status")
+}
+
 /// What putting a job back in the queue did.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Retry {

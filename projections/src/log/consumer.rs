@@ -744,6 +744,32 @@ pub async fn lag(pool: &PgPool) -> anyhow::Result<Vec<(String, i64)>> {
     .await
     .context("measuring consumer lag")
 }
+/// How far each consumer is behind, in events, and for how many seconds it has not moved while
+/// events wait for it (0 when it is caught up).
+///
+/// # Errors
+/// The database failed.
+pub async fn lag_with_age(pool: &PgPool) -> anyhow::Result<Vec<(String, i64, f64)>> {
+    let rows: Vec<(String, i64, f64)> = sqlx::query_as(
+        "select name, behind,
+                case when behind > 0
+                     then greatest(extract(epoch from now() - updated_at), 0)::float8
+                     else 0 end
+           from (select c.name, c.updated_at,
+                        (select count(*) from (select 1 from events e
+                           where (e.transaction_id, e.global_position)
+                                 > (c.transaction_id, c.global_position)
+                           order by e.transaction_id, e.global_position
+                           limit 1000000) waiting) as behind
+                   from consumer_checkpoints c) lag
+          order by name",
+    )
+    .fetch_all(pool)
+    .await
+    .context("measuring consumer lag")?;
+    Ok(rows)
+}
+
 /// Where the `users` and `emails` views stand, as one opaque text that changes whenever
 /// either consumer moves (or a rebuild swaps one in): answers computed from the views stay
 /// valid while it stays the same.

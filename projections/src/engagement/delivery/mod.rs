@@ -306,7 +306,13 @@ impl Sender {
             html: written.html,
             unsubscribe_url: self.delivery.unsubscribe_url(job.user_id, job.email_id),
         };
-        match self.mailer.send(&outgoing).await {
+        let sent = self.mailer.send(&outgoing).await;
+        match &sent {
+            Ok(()) => crate::metrics::email_sent(),
+            Err(SendError::Transient(_)) => crate::metrics::email_send_failed(false),
+            Err(SendError::Permanent { .. }) => crate::metrics::email_send_failed(true),
+        }
+        match sent {
             Ok(()) => {
                 let message_id = self.mailer.message_id(job.email_id);
                 // The message has left: if this cannot be recorded, the lease expires and it

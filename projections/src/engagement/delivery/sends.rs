@@ -36,6 +36,17 @@ pub async fn record(tx: &mut PgConnection, send: &NewSend) -> anyhow::Result<boo
     Ok(done.rows_affected() == 1)
 }
 
+/// How many send jobs wait for the mail server (pending, or running under a lease).
+///
+/// # Errors
+/// The database failed.
+pub async fn waiting<'e>(executor: impl PgExecutor<'e>) -> anyhow::Result<i64> {
+    sqlx::query_scalar("select count(*) from email_sends where status in ('PENDING', 'RUNNING')")
+        .fetch_one(executor)
+        .await
+        .context("counting waiting send jobs")
+}
+
 /// A send job a worker holds.
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct ClaimedSend {

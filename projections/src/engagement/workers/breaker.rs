@@ -87,6 +87,7 @@ impl Breaker {
     /// A call succeeded.
     pub fn success(&self) {
         *self.lock() = BreakerState::Closed { failures: 0 };
+        crate::metrics::llm_circuit(false);
     }
 
     /// A call failed; returns true if the breaker is (now) open.
@@ -112,7 +113,9 @@ impl Breaker {
             }
         };
         *state = next;
-        !matches!(next, BreakerState::Closed { .. })
+        let open = !matches!(next, BreakerState::Closed { .. });
+        crate::metrics::llm_circuit(open);
+        open
     }
 
     /// Gives back a probe permit that found no job to probe with.

@@ -16,6 +16,7 @@ use serde_json::{json, Value};
 
 use super::rate_limit::RateLimiter;
 use super::{Brief, Draft, EmailWriter, WriteError, Written};
+use crate::metrics::LlmOutcome;
 
 /// A secret that never prints.
 #[derive(Clone, PartialEq, Eq)]
@@ -212,62 +213,101 @@ impl EmailWriter for OpenAiWriter {
 
     async fn write(&self, brief: &Brief) -> Result<Written, WriteError> {
         self.limiter.acquire().await;
+        let started = std::time::Instant::now();
+        let (result, outcome) = self.request(brief).await;
+        crate::metrics::llm_request(
+            outcome,
+            started.elapsed(),
+            result.as_ref().ok().and_then(|w| w.usage.as_ref()),
+        );
+        result
+    }
+}
+
+impl OpenAiWriter {
+    /// One request to the provider, and how it ended (for the metrics).
+    async fn request(&self, brief: &Brief) -> (Result<Written, WriteError>, LlmOutcome) {
         let url = format!(
             "{}/chat/completions",
             self.settings.base_url.trim_end_matches('/')
         );
-        let response = self
+        let response = match self
             .http
             .post(&url)
             .bearer_auth(self.settings.api_key.expose())
             .json(&self.request_body(brief))
             .send()
             .await
-            .map_err(|e| {
+        {
+            Ok(response) => response,
+            Err(e) => {
                 // reqwest's errors name the URL, never headers; scrub anyway.
-                let kind = if e.is_timeout() {
-                    "timed out"
+                let (kind, outcome) = if e.is_timeout() {
+                    ("timed out", LlmOutcome::Timeout)
                 } else {
-                    "failed"
+                    ("failed", LlmOutcome::NetworkError)
                 };
-                WriteError::retryable(
-                    self.scrub(&format!("the LLM request {kind}: {}", e.without_url())),
-                )
-            })?;
+                let message = self.scrub(&format!("the LLM request {kind}: {}", e.without_url()));
+                return (Err(WriteError::retryable(message)), outcome);
+            }
+        };
         let status = response.status();
         let wait = retry_after(response.headers());
-        let text = response.text().await.map_err(|e| {
-            WriteError::retryable(format!("reading the LLM reply: {}", e.without_url()))
-        })?;
+        let text = match response.text().await {
+            Ok(text) => text,
+            Err(e) => {
+                let outcome = if e.is_timeout() {
+                    LlmOutcome::Timeout
+                } else {
+                    LlmOutcome::NetworkError
+                };
+                let message = format!("reading the LLM reply: {}", e.without_url());
+                return (Err(WriteError::retryable(message)), outcome);
+            }
+        };
         if !status.is_success() {
             let message = self.scrub(&format!(
                 "the LLM answered HTTP {}: {}",
                 status.as_u16(),
                 provider_message(&text)
             ));
-            let retryable = status == StatusCode::REQUEST_TIMEOUT
-                || status == StatusCode::TOO_MANY_REQUESTS
-                || status.is_server_error();
-            return Err(WriteError {
+            let outcome = if status == StatusCode::TOO_MANY_REQUESTS {
+                LlmOutcome::RateLimited
+            } else if status == StatusCode::REQUEST_TIMEOUT || status.is_server_error() {
+                LlmOutcome::ServerError
+            } else {
+                LlmOutcome::ClientError
+            };
+            let retryable = outcome != LlmOutcome::ClientError;
+            let error = WriteError {
                 message,
                 retryable,
                 retry_after: if retryable { wait } else { None },
-            });
+            };
+            return (Err(error), outcome);
         }
-        let body: Value = serde_json::from_str(&text)
-            .map_err(|_| WriteError::retryable("the LLM reply is not JSON"))?;
-        let (draft, usage) = parse_reply(&body).map_err(|e| WriteError {
-            message: self.scrub(&e.message),
-            ..e
-        })?;
-        Ok(Written {
-            draft,
-            generator: Generator {
-                kind: "llm".into(),
-                model: self.settings.model.clone(),
-            },
-            usage,
-        })
+        let parsed = serde_json::from_str::<Value>(&text)
+            .map_err(|_| WriteError::retryable("the LLM reply is not JSON"))
+            .and_then(|body| {
+                parse_reply(&body).map_err(|e| WriteError {
+                    message: self.scrub(&e.message),
+                    ..e
+                })
+            });
+        match parsed {
+            Ok((draft, usage)) => (
+                Ok(Written {
+                    draft,
+                    generator: Generator {
+                        kind: "llm".into(),
+                        model: self.settings.model.clone(),
+                    },
+                    usage,
+                }),
+                LlmOutcome::Ok,
+            ),
+            Err(error) => (Err(error), LlmOutcome::InvalidReply),
+        }
     }
 }
 
