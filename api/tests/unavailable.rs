@@ -41,16 +41,17 @@ async fn a_database_that_cannot_be_reached_is_unavailable() {
         "mutation { createUser(input: { name: \"Ada\", email: \"ada@example.com\" }) { id } }",
         "mutation { placeOrder(userId: \"7f1c1a4e-1b6e-4f3e-9d55-0d7a0b4d8c11\", input: { orderId: \"o-1\", amount: \"10\" }) { id } }",
     ] {
-        let body: Value = client
+        let response = client
             .post(format!("{address}/graphql"))
             .bearer_auth(OPERATOR)
             .json(&json!({ "query": query }))
             .send()
             .await
-            .unwrap()
-            .json()
-            .await
             .unwrap();
+        // Said at the HTTP level too: 503 with a time to retry, which clients know to honour.
+        assert_eq!(response.status(), 503, "{query}");
+        assert_eq!(response.headers()["retry-after"], "2", "{query}");
+        let body: Value = response.json().await.unwrap();
         assert_eq!(
             body["errors"][0]["extensions"]["code"], "UNAVAILABLE",
             "{query}: {body}"

@@ -158,6 +158,17 @@ impl From<ClientError> for ApiError {
     }
 }
 
+impl From<projections::log::consumer::NotCaughtUp> for ApiError {
+    /// The write is in the log, but the view that answers it has not caught up in time (the
+    /// database is down or the consumer is far behind): the caller may retry (commands are
+    /// idempotent) or read again later.
+    fn from(e: projections::log::consumer::NotCaughtUp) -> Self {
+        Self::Unavailable(
+            anyhow::Error::new(e).context("the change is recorded but not visible yet"),
+        )
+    }
+}
+
 impl From<CommandError> for ApiError {
     fn from(e: CommandError) -> Self {
         match e {

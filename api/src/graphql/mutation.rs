@@ -135,7 +135,7 @@ async fn wait_for_users(ctx: &Context<'_>, position: LogPosition) -> ApiResult<(
         .users
         .wait_for(position, READ_YOUR_WRITES)
         .await
-        .map_err(|e| ApiError::from(anyhow::Error::new(e)))
+        .map_err(ApiError::from)
 }
 
 async fn run(ctx: &Context<'_>, user_id: Uuid, action: ClientAction) -> ApiResult<Committed> {
@@ -193,7 +193,7 @@ async fn review(
         .emails
         .wait_for(committed.position, READ_YOUR_WRITES)
         .await
-        .map_err(|e| ApiError::from(anyhow::Error::new(e)))?;
+        .map_err(ApiError::from)?;
     let row = emails::load(&api.pool, email_id)
         .await?
         .ok_or_else(|| ApiError::NotFound("email not found".into()))?;

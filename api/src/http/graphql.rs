@@ -163,20 +163,13 @@ fn json_answer(body: Bytes, cache: &'static str, outcome: GraphqlOutcome) -> Res
     )
         .into_response();
     if outcome.outcome == "UNAVAILABLE" {
-        // A dependency is down: 503 with a hint of when to retry, which HTTP clients and proxies
-        // know to honour. The body is the same GraphQL answer.
+        // A dependency is down: 503 (with `Retry-After`, see `http::retry_after`), which
+        // HTTP clients and proxies know to retry. The body is the same GraphQL answer.
         *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
-        response.headers_mut().insert(
-            header::RETRY_AFTER,
-            axum::http::HeaderValue::from_static(UNAVAILABLE_RETRY_AFTER),
-        );
     }
     response.extensions_mut().insert(outcome);
     response
 }
-
-/// Seconds a caller is asked to wait after `UNAVAILABLE` (a database restart takes a few).
-const UNAVAILABLE_RETRY_AFTER: &str = "2";
 
 /// The type of the operation a request runs (`query` when it cannot be told: a syntax error).
 fn operation_type(doc: Option<&ExecutableDocument>, wanted: Option<&str>) -> &'static str {

@@ -23,6 +23,23 @@ use crate::graphql::ApiSchema;
 use rate_limit::RateLimiter;
 use response_cache::ResponseCache;
 
+/// Seconds a caller is asked to wait after a 503 (a database restart takes a few).
+const UNAVAILABLE_RETRY_AFTER: &str = "2";
+
+/// Every 503 (a dependency is down) tells the caller when to try again, unless its handler
+/// said so already.
+pub async fn retry_after(mut response: axum::response::Response) -> axum::response::Response {
+    if response.status() == axum::http::StatusCode::SERVICE_UNAVAILABLE {
+        response
+            .headers_mut()
+            .entry(axum::http::header::RETRY_AFTER)
+            .or_insert(axum::http::HeaderValue::from_static(
+                UNAVAILABLE_RETRY_AFTER,
+            ));
+    }
+    response
+}
+
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct AppState {
