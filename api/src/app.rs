@@ -204,6 +204,7 @@ impl App {
             .merge(http::unsubscribe::router())
             .layer(cors)
             .layer(axum::middleware::map_response(http::retry_after))
+            .layer(axum::middleware::map_response(http::security::headers))
             .layer(axum::middleware::from_fn(http::metrics::track))
             .layer(TraceLayer::new_for_http())
             .with_state(self.state.clone())

@@ -51,22 +51,12 @@ pub fn router() -> Router<AppState> {
         .route("/assets/app/{*path}", get(asset))
 }
 
-fn secured(mut response: Response) -> Response {
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(CONTENT_SECURITY_POLICY),
-    );
-    headers.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    headers.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
+fn secured(response: Response) -> Response {
+    let mut response = super::security::page(response, CONTENT_SECURITY_POLICY);
     // The code changes with the binary: browsers revalidate rather than run a stale copy.
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     response
 }
 

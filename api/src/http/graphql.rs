@@ -16,7 +16,7 @@ use axum::body::Bytes;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query as UrlQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use futures::{SinkExt as _, StreamExt as _};
@@ -362,7 +362,7 @@ async fn get_graphql(
     UrlQuery(params): UrlQuery<GetParams>,
 ) -> Response {
     let Some(query) = params.query else {
-        return Html(crate::http::playground::page("/graphql", "/graphql/ws")).into_response();
+        return crate::http::playground::response("/graphql", "/graphql/ws");
     };
     let Some(principal) = principal(&state, &headers) else {
         return refuse(StatusCode::UNAUTHORIZED, &ApiError::Unauthenticated);

@@ -9,6 +9,7 @@ pub mod parsed;
 pub mod playground;
 pub mod rate_limit;
 pub mod response_cache;
+pub mod security;
 pub mod unsubscribe;
 pub mod webhooks;
 

@@ -1,9 +1,11 @@
 //! The GraphiQL playground, served with every asset it needs from the binary itself: it works
-//! with no internet access. The assets come from the npm registry at build time (see
-//! `api/build.rs`), pinned by `api/web/package-lock.json`.
+//! with no internet access. GraphiQL and React come from the npm registry at build time (see
+//! `api/build.rs`), pinned by `api/web/package-lock.json`; the page's own start-up is
+//! `api/web/playground.js`, a file rather than an inline script so that the page's policy can
+//! forbid inline scripts.
 
-use axum::http::header;
-use axum::response::IntoResponse;
+use axum::http::{header, HeaderValue};
+use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 
@@ -23,6 +25,10 @@ static GRAPHIQL_JS: &[u8] = asset!("graphiql/graphiql.min.js");
 static GRAPHIQL_CSS: &[u8] = asset!("graphiql/graphiql.min.css");
 static REACT_JS: &[u8] = asset!("react/umd/react.production.min.js");
 static REACT_DOM_JS: &[u8] = asset!("react-dom/umd/react-dom.production.min.js");
+static PLAYGROUND_JS: &[u8] =
+    include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/web/playground.js"));
+static PLAYGROUND_CSS: &[u8] =
+    include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/web/playground.css"));
 
 /// The playground's assets under `/assets/vendor/`.
 pub fn router() -> Router<AppState> {
@@ -40,6 +46,19 @@ pub fn router() -> Router<AppState> {
     };
     Router::new()
         .route("/assets/vendor/graphiql.min.js", get(js(GRAPHIQL_JS)))
+        .route("/assets/playground.js", get(js(PLAYGROUND_JS)))
+        .route(
+            "/assets/playground.css",
+            get(|| async {
+                (
+                    [
+                        (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+                        (header::CACHE_CONTROL, "no-cache"),
+                    ],
+                    PLAYGROUND_CSS,
+                )
+            }),
+        )
         .route("/assets/vendor/react.production.min.js", get(js(REACT_JS)))
         .route(
             "/assets/vendor/react-dom.production.min.js",
@@ -59,10 +78,25 @@ pub fn router() -> Router<AppState> {
         )
 }
 
-/// The playground page. A `?token=` in the address (the start-up link carries one) is kept for
-/// the browser session and prefilled as the `Authorization` header, then removed from the
-/// address bar.
-pub fn page(endpoint: &str, subscription_endpoint: &str) -> String {
+/// What the playground page may load and run: only our own assets and API. GraphiQL sets
+/// styles from script, hence `'unsafe-inline'` for styles (never for scripts).
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
+     style-src 'self' 'unsafe-inline'; img-src 'self' data:; font-src 'self' data:; \
+     connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+/// The playground page (its start-up is `/assets/playground.js`), with its security headers.
+pub fn response(endpoint: &str, subscription_endpoint: &str) -> Response {
+    let html = page(endpoint, subscription_endpoint);
+    let mut response = super::security::page(Html(html).into_response(), CONTENT_SECURITY_POLICY);
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+fn page(endpoint: &str, subscription_endpoint: &str) -> String {
+    let endpoint = projections::engagement::writer::escape_html(endpoint);
+    let subscriptions = projections::engagement::writer::escape_html(subscription_endpoint);
     format!(
         r#"<!doctype html>
 <html lang="en">
@@ -71,37 +105,14 @@ pub fn page(endpoint: &str, subscription_endpoint: &str) -> String {
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>engagement - GraphQL playground</title>
 <link rel="stylesheet" href="/assets/vendor/graphiql.min.css">
-<style>html, body, #graphiql {{ height: 100%; margin: 0; }}</style>
+<link rel="stylesheet" href="/assets/playground.css">
 </head>
 <body>
-<div id="graphiql">Loading the playground...</div>
+<div id="graphiql" data-endpoint="{endpoint}" data-subscriptions="{subscriptions}">Loading the playground...</div>
 <script src="/assets/vendor/react.production.min.js"></script>
 <script src="/assets/vendor/react-dom.production.min.js"></script>
 <script src="/assets/vendor/graphiql.min.js"></script>
-<script>
-  const params = new URLSearchParams(location.search);
-  if (params.has('token')) {{
-    sessionStorage.setItem('engagement.token', params.get('token'));
-    params.delete('token');
-    history.replaceState(null, '', location.pathname + (params.toString() ? '?' + params : ''));
-  }}
-  const token = sessionStorage.getItem('engagement.token');
-  const headers = token ? {{ Authorization: 'Bearer ' + token }} : {{}};
-  const wsUrl = (location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + {subscription_endpoint:?};
-  const fetcher = GraphiQL.createFetcher({{
-    url: {endpoint:?},
-    subscriptionUrl: wsUrl,
-    wsConnectionParams: headers,
-  }});
-  ReactDOM.createRoot(document.getElementById('graphiql')).render(
-    React.createElement(GraphiQL, {{
-      fetcher,
-      defaultHeaders: JSON.stringify(headers, null, 2),
-      shouldPersistHeaders: false,
-      defaultQuery: '{{\n  engagementSummary {{ users atRisk averageScore emails scoreHistogram }}\n}}\n',
-    }}),
-  );
-</script>
+<script src="/assets/playground.js"></script>
 </body>
 </html>
 "#

@@ -42,25 +42,13 @@ fn html(status: StatusCode, title: &str, body: &str) -> Response {
          <h1 style=\"font-size:1.4rem\">{title}</h1>{body}</body></html>\n",
         title = escape_html(title),
     );
-    let mut response = (status, page).into_response();
+    let mut response = super::security::page((status, page).into_response(), CSP);
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/html; charset=utf-8"),
     );
-    headers.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(CSP),
-    );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    headers.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
-    headers.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
     response
 }
 
