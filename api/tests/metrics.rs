@@ -278,6 +278,14 @@ async fn metrics_follow_a_scripted_workload_and_promtool_accepts_them(pool: PgPo
     assert!(after["engagement_db_pool_max_connections"] >= 1.0);
     assert!(after.contains_key("process_resident_memory_bytes"));
 
+    // Every metric the alert rules use is one the service exports.
+    for name in metric_names_in(&alert_rules()) {
+        assert!(
+            text.contains(&format!("# TYPE {name} ")),
+            "ops/alerts.yml uses {name}, which /metrics does not export"
+        );
+    }
+
     // No label carries a client's id, address or name, or a token.
     for secret in [
         first.as_str(),
@@ -289,6 +297,50 @@ async fn metrics_follow_a_scripted_workload_and_promtool_accepts_them(pool: PgPo
     ] {
         assert!(!text.contains(secret), "{secret} is in the metrics");
     }
+}
+
+fn alert_rules() -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../ops/alerts.yml");
+    std::fs::read_to_string(path).unwrap()
+}
+
+/// The `engagement_*` metric names an expression text mentions.
+fn metric_names_in(text: &str) -> Vec<String> {
+    let mut names: Vec<String> = text
+        .match_indices("engagement_")
+        .map(|(at, _)| {
+            text[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                .collect()
+        })
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// `promtool` accepts the alert rules, and their unit tests (`ops/alerts.test.yml`) pass.
+#[test]
+fn the_alert_rules_are_valid_and_fire_when_they_should() {
+    let ops = Path::new(env!("CARGO_MANIFEST_DIR")).join("../ops");
+    for args in [
+        ["check", "rules", "alerts.yml"],
+        ["test", "rules", "alerts.test.yml"],
+    ] {
+        let out = Command::new("promtool")
+            .args(args)
+            .current_dir(&ops)
+            .output()
+            .expect("promtool (Debian's `prometheus` package; .ci/test installs it)");
+        assert!(
+            out.status.success(),
+            "promtool {args:?}:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert!(metric_names_in(&alert_rules()).len() >= 8);
 }
 
 #[sqlx::test(migrator = "projections::db::MIGRATOR")]
