@@ -20,7 +20,6 @@ use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tower_http::trace::TraceLayer;
 
 use crate::graphql::auth::TokenStore;
 use crate::graphql::{build_schema, ApiContext};
@@ -206,7 +205,7 @@ impl App {
             .layer(axum::middleware::map_response(http::retry_after))
             .layer(axum::middleware::map_response(http::security::headers))
             .layer(axum::middleware::from_fn(http::metrics::track))
-            .layer(TraceLayer::new_for_http())
+            .layer(axum::middleware::from_fn(http::request::span))
             .with_state(self.state.clone())
     }
 

@@ -21,6 +21,7 @@
 //! - [`scheduler`]: rescoring users as time passes, and everyone after a policy switch.
 //! - [`runtime`]: starting the consumers and workers in a service.
 //! - [`metrics`]: what the service measures (names, known labels, scrape-time gauges).
+//! - [`trace`]: traces that cross the log (a `traceparent` kept with events and jobs).
 //! - [`db`]: pools with safe session settings, database creation, the embedded migrations.
 //! - [`clock`]: time as an input.
 
@@ -33,4 +34,5 @@ pub mod log;
 pub mod metrics;
 pub mod runtime;
 pub mod scheduler;
+pub mod trace;
 pub mod views;

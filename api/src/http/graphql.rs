@@ -74,8 +74,13 @@ fn request_meta(headers: &HeaderMap) -> RequestMeta {
         .map(str::trim)
         .filter(|v| !v.is_empty() && v.len() <= 128 && v.chars().all(|c| c.is_ascii_graphic()))
         .map(str::to_owned);
+    // Set by the request's span (`http::request`), whatever the caller sent.
+    let request_id = headers
+        .get(&crate::http::request::REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .map_or_else(|| Uuid::new_v4().to_string(), str::to_owned);
     RequestMeta {
-        request_id: Uuid::new_v4().to_string(),
+        request_id,
         correlation_id,
     }
 }

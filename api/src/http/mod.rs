@@ -8,6 +8,7 @@ pub mod metrics;
 pub mod parsed;
 pub mod playground;
 pub mod rate_limit;
+pub mod request;
 pub mod response_cache;
 pub mod security;
 pub mod unsubscribe;

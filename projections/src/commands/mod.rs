@@ -58,9 +58,13 @@ impl CommandMetadata {
     }
 
     /// The map stored as each event's `metadata` (keys as the GraphQL `Event.metadata` shows
-    /// them: `actor`, `requestId`, `correlationId`, `causationId`).
+    /// them: `actor`, `requestId`, `correlationId`, `causationId`, and `traceparent` when the
+    /// command runs in a traced span: the work the events cause continues that trace).
     pub fn to_map(&self) -> HashMap<String, String> {
         let mut map = HashMap::from([("actor".to_owned(), self.actor.clone())]);
+        if let Some(traceparent) = crate::trace::current_traceparent() {
+            map.insert(crate::trace::METADATA_KEY.to_owned(), traceparent);
+        }
         let optional = [
             ("requestId", &self.request_id),
             ("correlationId", &self.correlation_id),
@@ -265,7 +269,7 @@ impl CommandBus {
     ///
     /// # Errors
     /// See [`CommandError`].
-    #[tracing::instrument(skip_all, fields(user_id = %user_id, command = command.name(), actor = %metadata.actor))]
+    #[tracing::instrument(name = "command", skip_all, fields(user_id = %user_id, command = command.name(), actor = %metadata.actor, otel.name = command.name()))]
     pub async fn execute_at(
         &self,
         user_id: Uuid,

@@ -135,6 +135,8 @@ pub struct NewJob {
     pub due_at: DateTime<Utc>,
     /// A held-out client's trigger: recorded as `HELD_OUT`, never run.
     pub held_out: bool,
+    /// The trace of the triggering event, which the job's work continues.
+    pub traceparent: Option<String>,
 }
 
 /// Records `job` unless its trigger already made one (a replay). Returns whether it was new.
@@ -144,8 +146,8 @@ pub struct NewJob {
 pub async fn record(tx: &mut PgConnection, job: &NewJob) -> anyhow::Result<bool> {
     let inserted = sqlx::query(
         "insert into email_jobs (id, user_id, trigger_position, trigger_sequence, score, status,
-                                 next_attempt_at, created_at, updated_at)
-         values ($1, $2, $3, $4, $5, $6, $7, $8, $8)
+                                 next_attempt_at, created_at, updated_at, traceparent)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9)
          on conflict (trigger_position) do nothing",
     )
     .bind(job.id)
@@ -163,6 +165,7 @@ pub async fn record(tx: &mut PgConnection, job: &NewJob) -> anyhow::Result<bool>
     )
     .bind(job.due_at)
     .bind(job.created_at)
+    .bind(job.traceparent.as_deref())
     .execute(tx)
     .await
     .context("recording an email job")?;
@@ -200,6 +203,8 @@ pub struct Claimed {
     pub attempts: i32,
     /// The lease: only its holder may settle the job.
     pub lease_until: DateTime<Utc>,
+    /// The trace to continue.
+    pub traceparent: Option<String>,
 }
 
 /// Claims up to `limit` due jobs (pending and due, or running with an expired lease, whose
@@ -225,7 +230,8 @@ pub async fn claim<'e>(
             set status = $5, lease_until = $3, updated_at = $1
            from due
           where j.id = due.id
-         returning j.id, j.user_id, j.trigger_position, j.trigger_sequence, j.attempts, j.lease_until",
+         returning j.id, j.user_id, j.trigger_position, j.trigger_sequence, j.attempts, j.lease_until,
+                   j.traceparent",
     )
     .bind(now)
     .bind(limit)

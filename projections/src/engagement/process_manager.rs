@@ -30,12 +30,14 @@ use domain::client::{
 };
 use sqlx::PgConnection;
 use tokio::sync::Notify;
+use tracing::Instrument as _;
 use uuid::Uuid;
 
 use super::delivery::sends::{self, NewSend};
 use super::jobs::{self, NewJob};
 use crate::log::consumer::Projection;
 use crate::log::StoredEvent;
+use crate::trace;
 
 /// Namespace of the ids derived from log positions and jobs.
 const ID_NAMESPACE: Uuid = Uuid::from_u128(0x6e67_6167_656d_656e_742d_656e_6769_6e65);
@@ -126,6 +128,8 @@ impl ProcessManager {
             email_id,
             user_id: stored.user_id,
             at,
+            // The decision's span (see `apply`): the job continues the trace from it.
+            traceparent: trace::current_traceparent(),
         };
         if sends::record(tx, &send).await? {
             self.released.store(true, Ordering::SeqCst);
@@ -171,6 +175,8 @@ impl ProcessManager {
             created_at: at,
             due_at: at + self.settings.trigger_delay,
             held_out,
+            // The decision's span (see `apply`): the job continues the trace from it.
+            traceparent: trace::current_traceparent(),
         };
         if held_out {
             // The same rule decided, so the comparison is fair; the client is not emailed,
@@ -229,6 +235,11 @@ impl Projection for ProcessManager {
         }
     }
 
+    fn wants_metadata(&self) -> bool {
+        // Each event's traceparent: the decisions and jobs continue its trace.
+        true
+    }
+
     fn payload_types(&self) -> Option<Vec<String>> {
         Some(
             [
@@ -275,7 +286,9 @@ impl Projection for ProcessManager {
             match stored.event()? {
                 ClientEvent::UserScored(e) if triggers(&e) => {
                     record_statuses(tx, &mut statuses).await?;
-                    self.consider(tx, stored, &e).await?;
+                    self.consider(tx, stored, &e)
+                        .instrument(decision_span(stored))
+                        .await?;
                 }
                 ClientEvent::EmailGenerated(e) => {
                     record_statuses(tx, &mut statuses).await?;
@@ -289,11 +302,15 @@ impl Projection for ProcessManager {
                     .execute(&mut *tx)
                     .await?;
                     if e.delivery == Some(DeliveryMode::Auto) {
-                        self.release(tx, stored, e.email_id, e.generated_at).await?;
+                        self.release(tx, stored, e.email_id, e.generated_at)
+                            .instrument(decision_span(stored))
+                            .await?;
                     }
                 }
                 ClientEvent::EmailApproved(e) => {
-                    self.release(tx, stored, e.email_id, e.approved_at).await?;
+                    self.release(tx, stored, e.email_id, e.approved_at)
+                        .instrument(decision_span(stored))
+                        .await?;
                 }
                 ClientEvent::AddressSuppressed(_) => {
                     record_statuses(tx, &mut statuses).await?;
@@ -308,6 +325,18 @@ impl Projection for ProcessManager {
         }
         record_statuses(tx, &mut statuses).await
     }
+}
+
+/// The span of a decision about `stored`, continuing the trace of the command that wrote it.
+fn decision_span(stored: &StoredEvent) -> tracing::Span {
+    let span = tracing::info_span!(
+        "process manager decision",
+        event = %stored.event_type,
+        user_id = %stored.user_id,
+        position = stored.position.global_position,
+    );
+    trace::follow(&span, trace::from_metadata(&stored.metadata));
+    span
 }
 
 /// Records whether the client's current address is suppressed.

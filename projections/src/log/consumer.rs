@@ -26,11 +26,17 @@ use tokio_util::sync::CancellationToken;
 
 use crate::log::position::LogPosition;
 use crate::log::{self, StoredEvent};
+use tracing::Instrument as _;
 
 /// Something built from the log: a read model, the process manager.
 pub trait Projection: Send + Sync + 'static {
     /// The consumer's name, which keys its checkpoint (`users`, `emails`, ...).
     fn name(&self) -> &str;
+
+    /// Whether [`Projection::apply`] reads each event's metadata (default: no).
+    fn wants_metadata(&self) -> bool {
+        false
+    }
 
     /// The event types whose payloads [`Projection::apply`] reads (`None`: every type). Events
     /// of other types are still passed, without payload, so the checkpoint moves past them.
@@ -308,7 +314,7 @@ impl<P: Projection> Consumer<P> {
     pub fn new(pool: PgPool, projection: P, settings: ConsumerSettings, signal: LogSignal) -> Self {
         let filter = log::ReadFilter {
             payload_types: projection.payload_types(),
-            with_metadata: false,
+            with_metadata: projection.wants_metadata(),
         };
         Self {
             filter,
@@ -441,8 +447,10 @@ impl<P: Projection> Consumer<P> {
             self.projection.contended();
             return Ok(BatchOutcome::Contended);
         }
+        let span = tracing::info_span!("consumer batch", consumer = name, events = events.len());
         self.projection
             .apply(&mut tx, &events)
+            .instrument(span)
             .await
             .with_context(|| {
                 format!(

@@ -33,6 +33,7 @@ use rand::Rng as _;
 use sqlx::PgPool;
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 use uuid::Uuid;
 
 use self::sends::{ClaimedSend, SendOutcome};
@@ -363,6 +364,18 @@ impl Sender {
     }
 
     async fn process(&self, job: ClaimedSend) {
+        // The send continues the trace of the decision that released it.
+        let span = tracing::info_span!(
+            "email send",
+            email = %job.email_id,
+            user_id = %job.user_id,
+            attempt = job.attempts + 1
+        );
+        crate::trace::follow(&span, job.traceparent.as_deref());
+        self.work_on(job).instrument(span).await;
+    }
+
+    async fn work_on(&self, job: ClaimedSend) {
         let step = match self.attempt(&job).await {
             Ok(step) => step,
             Err(e) => Step::Release(format!("{e:#}")),

@@ -15,6 +15,8 @@ pub struct NewSend {
     pub user_id: Uuid,
     /// When it was released.
     pub at: DateTime<Utc>,
+    /// The trace of the event that released it, which the send continues.
+    pub traceparent: Option<String>,
 }
 
 /// Records `send` unless the email has one already (a replay). Returns whether it was new.
@@ -23,13 +25,15 @@ pub struct NewSend {
 /// The database failed.
 pub async fn record(tx: &mut PgConnection, send: &NewSend) -> anyhow::Result<bool> {
     let done = sqlx::query(
-        "insert into email_sends (email_id, user_id, next_attempt_at, created_at, updated_at)
-         values ($1, $2, $3, $3, $3)
+        "insert into email_sends (email_id, user_id, next_attempt_at, created_at, updated_at,
+                                  traceparent)
+         values ($1, $2, $3, $3, $3, $4)
          on conflict (email_id) do nothing",
     )
     .bind(send.email_id)
     .bind(send.user_id)
     .bind(send.at)
+    .bind(send.traceparent.as_deref())
     .execute(tx)
     .await
     .context("recording a send job")?;
@@ -58,6 +62,8 @@ pub struct ClaimedSend {
     pub attempts: i32,
     /// The lease: only its holder may settle the job.
     pub lease_until: DateTime<Utc>,
+    /// The trace to continue.
+    pub traceparent: Option<String>,
 }
 
 /// Claims up to `limit` due send jobs (pending and due, or running under an expired lease)
@@ -83,7 +89,7 @@ pub async fn claim<'e>(
             set status = 'RUNNING', lease_until = $3, updated_at = $1
            from due
           where s.email_id = due.email_id
-         returning s.email_id, s.user_id, s.attempts, s.lease_until",
+         returning s.email_id, s.user_id, s.attempts, s.lease_until, s.traceparent",
     )
     .bind(now)
     .bind(limit)

@@ -353,6 +353,7 @@ impl Mailer {
     ///
     /// # Errors
     /// The server refused it, or could not be reached.
+    #[tracing::instrument(name = "smtp send", skip_all)]
     pub async fn send(&self, email: &Outgoing) -> Result<(), SendError> {
         let message = self.build(email)?;
         self.transport

@@ -22,6 +22,7 @@ use rand::Rng as _;
 use sqlx::PgPool;
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 use uuid::Uuid;
 
 use self::breaker::{Breaker, Permit};
@@ -338,6 +339,18 @@ impl<W: EmailWriter> EmailWorkers<W> {
     }
 
     async fn process(&self, job: Claimed, probe: bool) {
+        // The job continues the trace of the decision that recorded it.
+        let span = tracing::info_span!(
+            "email job",
+            job = %job.id,
+            user_id = %job.user_id,
+            attempt = job.attempts + 1
+        );
+        crate::trace::follow(&span, job.traceparent.as_deref());
+        self.work_on(job, probe).instrument(span).await;
+    }
+
+    async fn work_on(&self, job: Claimed, probe: bool) {
         let outcome = self.attempt(&job, probe).await;
         let outcome = match outcome {
             Outcome::Failed(error) => {

@@ -211,6 +211,7 @@ impl EmailWriter for OpenAiWriter {
         format!("llm:{}", self.settings.model)
     }
 
+    #[tracing::instrument(name = "llm request", skip_all, fields(model = %self.settings.model))]
     async fn write(&self, brief: &Brief) -> Result<Written, WriteError> {
         self.limiter.acquire().await;
         let started = std::time::Instant::now();
