@@ -102,8 +102,8 @@ async fn a_kill_during_sends_loses_none_and_repeats_only_what_was_in_flight(pool
     );
 }
 
-/// The SMTP password and the DKIM key never appear in logs (at debug), errors, health or the
-/// API, even when every send fails.
+/// The SMTP password and the DKIM key never appear in logs (at debug), errors, health, the
+/// metrics or the API, even when every send fails.
 #[sqlx::test(migrator = "projections::db::MIGRATOR")]
 async fn the_smtp_password_and_dkim_key_never_show(pool: PgPool) {
     const PASSWORD: &str = "S3cret-Pw-Zq9x";
@@ -161,6 +161,15 @@ async fn the_smtp_password_and_dkim_key_never_show(pool: PgPool) {
             .unwrap();
         seen.push_str(&response.text().await.unwrap());
     }
+    // The metrics, with a token.
+    let metrics = client
+        .get(format!("{}/metrics", server.address))
+        .bearer_auth(process::OPERATOR)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(metrics.status(), 200);
+    seen.push_str(&metrics.text().await.unwrap());
     seen.push_str(
         &server
             .gql(
