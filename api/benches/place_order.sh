@@ -4,6 +4,7 @@
 # machines are shared and noisy.
 #
 #   bash api/benches/place_order.sh        # DURATION=15s CLIENTS=2000 CONNECTIONS=16 RUNS=3
+#   MODES="off on" bash api/benches/place_order.sh   # what metrics and tracing cost
 #
 # 1. pgbench: 16 clients, each transaction one insert of one row (the ceiling).
 # 2. Our release build on its own database with CLIENTS clients; wrk sends placeOrder with a
@@ -14,6 +15,11 @@
 #    no order id may be recorded twice: nothing lost, nothing doubled.
 # RUNS alternating runs of each; the medians are reported. PERF_OUT=FILE records a profile of
 # the server (perf record, with call graphs) during the first run.
+#
+# MODES runs the server in several configurations, each in turn within every run, restarting
+# it on the same data: `default` (as configured out of the box), `off` (METRICS_ENABLED=false,
+# no tracing) and `on` (metrics, scraped every 5 s, and OpenTelemetry traces sampled at 10%,
+# exported to an OTLP receiver of our own, `cargo run --example otlp_sink`).
 #
 # Needs PostgreSQL on 127.0.0.1:5432 (bash .ci/postgres-up), pgbench (with PostgreSQL), wrk
 # (apt-get install wrk) and python3 (to create the clients).
@@ -30,16 +36,48 @@ digest=$(printf '%s' "$token" | sha256sum | cut -d' ' -f1)
 work=$(mktemp -d)
 port=18092
 
+modes=${MODES:-default}
 (cd "$root" && cargo build --release --bin engagement -q)
+case " $modes " in *" on "*) (cd "$root" && cargo build --release --example otlp_sink -q) ;; esac
 psql -q -h 127.0.0.1 -U postgres -c "drop database if exists $db with (force)" -c "create database $db"
 psql -q -h 127.0.0.1 -U postgres -d "$db" -c "create table ceiling (id bigserial primary key, payload text not null)"
 
 server=
-trap 'kill $server 2>/dev/null || true; [ -n "${KEEP:-}" ] || psql -q -h 127.0.0.1 -U postgres -c "drop database if exists $db with (force)"; rm -rf "$work"' EXIT
-API_TOKENS="operator:bench:$digest" API_RATE_LIMIT_PER_SEC=0 DATABASE_URL="$url" RUST_LOG=warn \
-  "$root/target/release/engagement" serve --listen 127.0.0.1:$port >"$work/server.log" 2>&1 &
-server=$!
-for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break; sleep 0.2; done
+sink=
+scraper=
+trap 'kill $server $sink $scraper 2>/dev/null || true; [ -n "${KEEP:-}" ] || psql -q -h 127.0.0.1 -U postgres -c "drop database if exists $db with (force)"; rm -rf "$work"' EXIT
+if [ "$modes" != default ]; then
+  "$root/target/release/examples/otlp_sink" >"$work/sink.out" 2>"$work/sink.log" &
+  sink=$!
+  for _ in $(seq 1 100); do [ -s "$work/sink.out" ] && break; sleep 0.1; done
+fi
+
+# Starts the server in mode $1 (see MODES) and waits until it is ready.
+start_server() {
+  local extra=()
+  case "$1" in
+    default) ;;
+    off) extra=(METRICS_ENABLED=false) ;;
+    on) extra=(METRICS_ENABLED=true "OTEL_EXPORTER_OTLP_ENDPOINT=$(head -1 "$work/sink.out")"
+               OTEL_TRACES_SAMPLER=parentbased_traceidratio OTEL_TRACES_SAMPLER_ARG=0.1) ;;
+    *) echo "unknown mode $1" >&2; exit 2 ;;
+  esac
+  env API_TOKENS="operator:bench:$digest" API_RATE_LIMIT_PER_SEC=0 DATABASE_URL="$url" RUST_LOG=warn \
+    "${extra[@]}" "$root/target/release/engagement" serve --listen 127.0.0.1:$port >>"$work/server.log" 2>&1 &
+  server=$!
+  for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break; sleep 0.2; done
+  if [ "$1" = on ]; then
+    # Prometheus's part: a scrape every 5 s.
+    (while sleep 5; do curl -sf -H "Authorization: Bearer $token" "http://127.0.0.1:$port/metrics" >/dev/null; done) &
+    scraper=$!
+  fi
+}
+stop_server() {
+  kill $scraper 2>/dev/null || true; scraper=
+  kill "$server"; wait "$server" 2>/dev/null || true; server=
+}
+start_server "${modes%% *}"
+current="${modes%% *}"
 
 # The clients, created through the API (16 at a time); their ids go to the wrk script.
 python3 - "$port" "$token" "$clients" >"$work/ids.lua" <<'PY'
@@ -115,28 +153,44 @@ wrk -t2 -c"$connections" -d5s -s "$work/run.lua" "http://127.0.0.1:$port/graphql
 : >"$work/results"
 for run in $(seq 1 "$runs"); do
   tps=$(ceiling)
-  before=$(orders)
-  sed "s/RUN/r$run/" "$work/place_order.lua" >"$work/run.lua"
-  if [ -n "${PERF_OUT:-}" ] && [ "$run" = 1 ]; then
-    # Profile the server for 5 s of the first run (perf from linux-perf).
-    (sleep 3; perf record -F 499 --call-graph dwarf,16384 -p "$server" -o "$PERF_OUT" -- sleep 5 >/dev/null 2>&1) &
-  fi
-  line=$(wrk -t2 -c"$connections" -d"$duration" --timeout 10s -s "$work/run.lua" "http://127.0.0.1:$port/graphql" | grep '^answered')
-  sleep 1
-  recorded=$(( $(orders) - before ))
-  ok=$(echo "$line" | awk '{ print $4 }')
-  rps=$(echo "$line" | awk '{ print $10 }')
-  ratio=$(awk -v a="$rps" -v b="$tps" 'BEGIN { printf "%.3f", a / b }')
-  echo "run $run: pgbench $tps tps; placeOrder $line; orders recorded $recorded; ratio $ratio"
-  # wrk stops with up to one request per connection in flight: the server records those,
-  # wrk never reads their answers.
-  if [ "$recorded" -lt "$ok" ] || [ "$recorded" -gt $((ok + connections)) ]; then
-    echo "run $run: $ok orders answered but $recorded recorded" >&2; exit 1
-  fi
-  echo "$tps $rps $ratio $(echo "$line" | awk '{ print $14, $6, $8 }')" >>"$work/results"
+  for mode in $modes; do
+    if [ "$mode" != "$current" ]; then
+      stop_server; start_server "$mode"; current=$mode
+      sed "s/RUN/warm$run$mode/" "$work/place_order.lua" >"$work/run.lua"
+      wrk -t2 -c"$connections" -d3s -s "$work/run.lua" "http://127.0.0.1:$port/graphql" >/dev/null
+    fi
+    before=$(orders)
+    sed "s/RUN/r$run$mode/" "$work/place_order.lua" >"$work/run.lua"
+    if [ -n "${PERF_OUT:-}" ] && [ "$run" = 1 ]; then
+      # Profile the server for 5 s of the first run (perf from linux-perf).
+      (sleep 3; perf record -F 499 --call-graph dwarf,16384 -p "$server" -o "$PERF_OUT" -- sleep 5 >/dev/null 2>&1) &
+    fi
+    line=$(wrk -t2 -c"$connections" -d"$duration" --timeout 10s -s "$work/run.lua" "http://127.0.0.1:$port/graphql" | grep '^answered')
+    sleep 1
+    recorded=$(( $(orders) - before ))
+    ok=$(echo "$line" | awk '{ print $4 }')
+    rps=$(echo "$line" | awk '{ print $10 }')
+    ratio=$(awk -v a="$rps" -v b="$tps" 'BEGIN { printf "%.3f", a / b }')
+    echo "run $run ($mode): pgbench $tps tps; placeOrder $line; orders recorded $recorded; ratio $ratio"
+    # wrk stops with up to one request per connection in flight: the server records those,
+    # wrk never reads their answers.
+    if [ "$recorded" -lt "$ok" ] || [ "$recorded" -gt $((ok + connections)) ]; then
+      echo "run $run: $ok orders answered but $recorded recorded" >&2; exit 1
+    fi
+    echo "$mode $tps $rps $ratio $(echo "$line" | awk '{ print $14, $6, $8 }')" >>"$work/results"
+  done
 done
 doubled=$(psql -qtA -h 127.0.0.1 -U postgres -d "$db" -c "select count(*) - count(distinct (aggregate_id, payload->'OrderPlaced'->>'orderId')) from events where event_type = 'OrderPlaced'")
 echo "orders recorded twice: $doubled"
 if [ "$doubled" != 0 ]; then exit 1; fi
-sort -n -k3 "$work/results" | awk -v n="$runs" 'NR == int((n + 1) / 2) {
-  printf "median of %d runs: placeOrder %.0f req/s, pgbench %d tps, ratio %.3f, p99 %.1f ms, failed %d, conflicts %d\n", n, $2, $1, $3, $4, $5, $6 }'
+for mode in $modes; do
+  grep "^$mode " "$work/results" | sort -n -k4 | awk -v n="$runs" -v m="$mode" 'NR == int((n + 1) / 2) {
+    printf "median of %d runs (%s): placeOrder %.0f req/s, pgbench %d tps, ratio %.3f, p99 %.1f ms, failed %d, conflicts %d\n", n, m, $3, $2, $4, $5, $6, $7 }'
+done
+if [ -n "$sink" ]; then tail -1 "$work/sink.log" || true; fi
+if [ "$modes" = "off on" ]; then
+  # Paired by run (same pgbench moment): the median of on/off throughput.
+  paste <(grep '^off ' "$work/results" | awk '{ print $3 }') <(grep '^on ' "$work/results" | awk '{ print $3 }') \
+    | awk '{ print $2 / $1 }' | sort -n | awk -v n="$runs" 'NR == int((n + 1) / 2) {
+      printf "metrics and tracing on / off: %.3f of the throughput (median of %d paired runs)\n", $1, n }'
+fi

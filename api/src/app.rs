@@ -34,7 +34,7 @@ pub struct App {
     state: AppState,
     cors_origins: Vec<HeaderValue>,
     shutdown_grace: Duration,
-    metrics_on_main: bool,
+    metrics: Metrics,
     background: JoinSet<()>,
     stop: CancellationToken,
 }
@@ -67,9 +67,19 @@ pub struct AppParts {
     pub email_events_webhook: crate::http::webhooks::WebhookSecrets,
     /// The demo's fill, when serving one.
     pub demo: Option<Arc<crate::demo::DemoProgress>>,
-    /// Serve `GET /metrics` on the main listener (with a token); false when it has a listener
-    /// of its own (`METRICS_LISTEN`).
-    pub metrics_on_main: bool,
+    /// Where `GET /metrics` is served, if metrics are recorded at all.
+    pub metrics: Metrics,
+}
+
+/// Whether metrics are recorded, and where `GET /metrics` is served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Metrics {
+    /// On the main listener, with a bearer token of any role.
+    OnMain,
+    /// On a listener of its own (`METRICS_LISTEN`); the main one has none.
+    Apart,
+    /// Nothing is recorded or served.
+    Off,
 }
 
 impl AppParts {
@@ -95,7 +105,7 @@ impl AppParts {
             order_webhook: Default::default(),
             email_events_webhook: Default::default(),
             demo: None,
-            metrics_on_main: true,
+            metrics: Metrics::OnMain,
         }
     }
 }
@@ -104,7 +114,9 @@ impl App {
     /// Wires the application and starts its background work (the log's consumers), which
     /// runs until [`App::run`] stops it. Must be called inside a Tokio runtime.
     pub fn build(parts: AppParts) -> Self {
-        http::metrics::install();
+        if parts.metrics != Metrics::Off {
+            http::metrics::install();
+        }
         let commands = CommandBus::new(parts.pool.clone(), parts.services, parts.clock);
         let stop = CancellationToken::new();
         let mut background = JoinSet::new();
@@ -166,7 +178,7 @@ impl App {
                     .then(|| Arc::new(ResponseCache::new(parts.response_cache_bytes))),
             },
             shutdown_grace: parts.shutdown_grace,
-            metrics_on_main: parts.metrics_on_main,
+            metrics: parts.metrics,
             background,
             stop,
         }
@@ -187,12 +199,12 @@ impl App {
                 header::CONTENT_TYPE,
                 HeaderName::from_static("x-correlation-id"),
             ]);
-        let metrics = if self.metrics_on_main {
+        let metrics = if self.metrics == Metrics::OnMain {
             http::metrics::router()
         } else {
             Router::new()
         };
-        Router::new()
+        let routes = Router::new()
             .merge(http::health::router())
             .merge(metrics)
             .merge(http::graphql::router())
@@ -203,8 +215,13 @@ impl App {
             .merge(http::unsubscribe::router())
             .layer(cors)
             .layer(axum::middleware::map_response(http::retry_after))
-            .layer(axum::middleware::map_response(http::security::headers))
-            .layer(axum::middleware::from_fn(http::metrics::track))
+            .layer(axum::middleware::map_response(http::security::headers));
+        let routes = if self.metrics == Metrics::Off {
+            routes
+        } else {
+            routes.layer(axum::middleware::from_fn(http::metrics::track))
+        };
+        routes
             .layer(axum::middleware::from_fn(http::request::span))
             .with_state(self.state.clone())
     }

@@ -168,6 +168,11 @@ async fn run_serve(
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
     let address = listener.local_addr()?;
+    if !config.metrics_enabled && config.metrics_listen.is_some() {
+        anyhow::bail!(
+            "METRICS_LISTEN is set but METRICS_ENABLED is false: nothing would be served"
+        );
+    }
     let metrics_listener = match config.metrics_listen {
         Some(at) => Some(
             TcpListener::bind(at)
@@ -227,7 +232,11 @@ async fn run_serve(
             &config.delivery.email_events_webhook_secret,
         ),
         demo: demo.clone(),
-        metrics_on_main: metrics_listener.is_none(),
+        metrics: match (config.metrics_enabled, &metrics_listener) {
+            (false, _) => crate::app::Metrics::Off,
+            (true, Some(_)) => crate::app::Metrics::Apart,
+            (true, None) => crate::app::Metrics::OnMain,
+        },
         ..AppParts::new(pool)
     });
     if let Some(listener) = metrics_listener {

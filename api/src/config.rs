@@ -207,6 +207,10 @@ pub struct ServeConfig {
     /// bearer token of any role.
     #[arg(long, env = "METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
+    /// Record metrics and serve `GET /metrics` (false: nothing is recorded, for measuring what
+    /// they cost).
+    #[arg(long, env = "METRICS_ENABLED", default_value_t = true, action = clap::ArgAction::Set)]
+    pub metrics_enabled: bool,
     /// Scoring and email rules.
     #[command(flatten)]
     pub scoring: ScoringConfig,

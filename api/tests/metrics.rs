@@ -371,3 +371,26 @@ async fn metrics_listen_serves_metrics_apart_and_without_a_token(pool: PgPool) {
     let (status, _, _) = scrape(&server.address, Some(VIEWER)).await;
     assert_eq!(status, 404);
 }
+
+/// METRICS_ENABLED=false records nothing and serves no `/metrics`; asking for a listener of
+/// its own at the same time is refused, named.
+#[sqlx::test(migrator = "projections::db::MIGRATOR")]
+async fn metrics_can_be_switched_off(pool: PgPool) {
+    let url = url_of(&pool).await;
+    let log = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("metrics-off-{}.log", uuid::Uuid::new_v4().simple()));
+    let server = Server::start(&url, &[("METRICS_ENABLED", "false".to_owned())], log);
+    let (status, _, _) = scrape(&server.address, Some(VIEWER)).await;
+    assert_eq!(status, 404);
+    drop(server);
+    let out = Command::new(env!("CARGO_BIN_EXE_engagement"))
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("DATABASE_URL", &url)
+        .env("MASTER_KEY", process::MASTER_KEY)
+        .env("METRICS_ENABLED", "false")
+        .env("METRICS_LISTEN", "127.0.0.1:0")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("METRICS_LISTEN"));
+}

@@ -20,7 +20,8 @@
 //! - [`engagement`]: the process manager, the `email_jobs` table, the workers and the writers.
 //! - [`scheduler`]: rescoring users as time passes, and everyone after a policy switch.
 //! - [`runtime`]: starting the consumers and workers in a service.
-//! - [`metrics`]: what the service measures (names, known labels, scrape-time gauges).
+//! - [`metrics`]: what the service measures (names, known labels, recording).
+//! - [`observe`]: the gauges `/metrics` reads from the database when scraped.
 //! - [`trace`]: traces that cross the log (a `traceparent` kept with events and jobs).
 //! - [`db`]: pools with safe session settings, database creation, the embedded migrations.
 //! - [`clock`]: time as an input.
@@ -32,6 +33,7 @@ pub mod engagement;
 pub mod ingest;
 pub mod log;
 pub mod metrics;
+pub mod observe;
 pub mod runtime;
 pub mod scheduler;
 pub mod trace;

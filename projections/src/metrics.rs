@@ -10,6 +10,9 @@
 
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, Unit};
 
+// The names of the gauges `crate::observe` reads from the database live here too, so that the
+// catalogue is one list.
+
 /// Commands run, by `command` and `outcome` (see [`CommandOutcome`]).
 pub const COMMANDS_TOTAL: &str = "engagement_commands_total";
 /// Time from a command's start to its commit (or refusal), retries included, by `command`.
@@ -262,8 +265,9 @@ pub const EVENT_TYPES: &[&str] = &[
     "UserDeleted",
 ];
 
-/// Describes every metric of this crate and sets each known series to zero. Call once, after
-/// a recorder is installed.
+/// Describes every metric of this crate and sets each known series it records to zero (the
+/// gauges read from the database are [`crate::observe`]'s). Call once, after a recorder is
+/// installed.
 pub fn register() {
     for (name, kind, unit, help) in CATALOGUE {
         match kind {
@@ -283,14 +287,6 @@ pub fn register() {
     for event_type in EVENT_TYPES {
         counter!(EVENTS_APPENDED, "type" => *event_type).absolute(0);
     }
-    for consumer in CONSUMERS {
-        gauge!(CONSUMER_LAG_EVENTS, "consumer" => *consumer).set(0.0);
-        gauge!(CONSUMER_LAG_SECONDS, "consumer" => *consumer).set(0.0);
-    }
-    for status in crate::engagement::jobs::JobStatus::ALL {
-        gauge!(EMAIL_JOBS, "status" => status.as_str()).set(0.0);
-    }
-    gauge!(SEND_QUEUE).set(0.0);
     for outcome in LlmOutcome::ALL {
         counter!(LLM_REQUESTS, "outcome" => outcome.as_str()).absolute(0);
     }
@@ -363,30 +359,4 @@ pub fn email_sent() {
 pub fn email_send_failed(permanent: bool) {
     let kind = if permanent { "permanent" } else { "temporary" };
     counter!(EMAIL_SEND_FAILURES, "kind" => kind).increment(1);
-}
-
-/// Reads what is measured from the database (consumer lag, job and send queues) and sets the
-/// gauges. Called when `/metrics` is scraped.
-///
-/// # Errors
-/// The database failed; the gauges keep their last values.
-pub async fn observe_database(pool: &sqlx::PgPool) -> anyhow::Result<()> {
-    for (consumer, events, seconds) in crate::log::consumer::lag_with_age(pool).await? {
-        let Some(consumer) = CONSUMERS.iter().find(|known| **known == consumer) else {
-            continue;
-        };
-        gauge!(CONSUMER_LAG_EVENTS, "consumer" => *consumer).set(events as f64);
-        gauge!(CONSUMER_LAG_SECONDS, "consumer" => *consumer).set(seconds);
-    }
-    let jobs = crate::engagement::jobs::count_by_status(pool).await?;
-    for status in crate::engagement::jobs::JobStatus::ALL {
-        let count = jobs
-            .iter()
-            .find(|(s, _)| s == status.as_str())
-            .map_or(0, |(_, n)| *n);
-        gauge!(EMAIL_JOBS, "status" => status.as_str()).set(count as f64);
-    }
-    let waiting = crate::engagement::delivery::sends::waiting(pool).await?;
-    gauge!(SEND_QUEUE).set(waiting as f64);
-    Ok(())
 }

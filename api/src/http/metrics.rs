@@ -159,6 +159,7 @@ fn register() {
     }
     gauge!(DB_POOL_MAX).set(0.0);
     projections::metrics::register();
+    projections::observe::register();
 }
 
 /// The outcome label an HTTP status stands for, on routes other than GraphQL.
@@ -228,12 +229,7 @@ async fn scrape(pool: &sqlx::PgPool) -> Response {
         )
             .into_response();
     };
-    match tokio::time::timeout(
-        Duration::from_secs(1),
-        projections::metrics::observe_database(pool),
-    )
-    .await
-    {
+    match tokio::time::timeout(Duration::from_secs(1), projections::observe::database(pool)).await {
         Ok(Ok(())) => {}
         Ok(Err(error)) => {
             tracing::warn!(error = %format!("{error:#}"), "metrics: reading the database's gauges failed")
