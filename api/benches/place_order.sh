@@ -18,8 +18,10 @@
 #
 # MODES runs the server in several configurations, each in turn within every run, restarting
 # it on the same data: `default` (as configured out of the box), `off` (METRICS_ENABLED=false,
-# no tracing) and `on` (metrics, scraped every 5 s, and OpenTelemetry traces sampled at 10%,
-# exported to an OTLP receiver of our own, `cargo run --example otlp_sink`).
+# no tracing), `metrics` (metrics alone), `traces` (traces alone) and `on` (metrics, scraped
+# every 5 s, and OpenTelemetry traces sampled at 10%, exported to an OTLP receiver of our own,
+# `cargo run --example otlp_sink`). The order of the modes is reversed every other run, since
+# the log grows as the runs go.
 #
 # Needs PostgreSQL on 127.0.0.1:5432 (bash .ci/postgres-up), pgbench (with PostgreSQL), wrk
 # (apt-get install wrk) and python3 (to create the clients).
@@ -38,7 +40,7 @@ port=18092
 
 modes=${MODES:-default}
 (cd "$root" && cargo build --release --bin engagement -q)
-case " $modes " in *" on "*) (cd "$root" && cargo build --release --example otlp_sink -q) ;; esac
+if [ "$modes" != default ]; then (cd "$root" && cargo build --release --example otlp_sink -q); fi
 psql -q -h 127.0.0.1 -U postgres -c "drop database if exists $db with (force)" -c "create database $db"
 psql -q -h 127.0.0.1 -U postgres -d "$db" -c "create table ceiling (id bigserial primary key, payload text not null)"
 
@@ -58,6 +60,9 @@ start_server() {
   case "$1" in
     default) ;;
     off) extra=(METRICS_ENABLED=false) ;;
+    metrics) extra=(METRICS_ENABLED=true) ;;
+    traces) extra=(METRICS_ENABLED=false "OTEL_EXPORTER_OTLP_ENDPOINT=$(head -1 "$work/sink.out")"
+                   OTEL_TRACES_SAMPLER=parentbased_traceidratio OTEL_TRACES_SAMPLER_ARG=0.1) ;;
     on) extra=(METRICS_ENABLED=true "OTEL_EXPORTER_OTLP_ENDPOINT=$(head -1 "$work/sink.out")"
                OTEL_TRACES_SAMPLER=parentbased_traceidratio OTEL_TRACES_SAMPLER_ARG=0.1) ;;
     *) echo "unknown mode $1" >&2; exit 2 ;;
@@ -66,7 +71,7 @@ start_server() {
     "${extra[@]}" "$root/target/release/engagement" serve --listen 127.0.0.1:$port >>"$work/server.log" 2>&1 &
   server=$!
   for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break; sleep 0.2; done
-  if [ "$1" = on ]; then
+  if [ "$1" = on ] || [ "$1" = metrics ]; then
     # Prometheus's part: a scrape every 5 s.
     (while sleep 5; do curl -sf -H "Authorization: Bearer $token" "http://127.0.0.1:$port/metrics" >/dev/null; done) &
     scraper=$!
@@ -153,7 +158,9 @@ wrk -t2 -c"$connections" -d5s -s "$work/run.lua" "http://127.0.0.1:$port/graphql
 : >"$work/results"
 for run in $(seq 1 "$runs"); do
   tps=$(ceiling)
-  for mode in $modes; do
+  order=$modes
+  if [ $((run % 2)) = 0 ]; then order=$(echo "$modes" | tr ' ' '\n' | tac | tr '\n' ' '); fi
+  for mode in $order; do
     if [ "$mode" != "$current" ]; then
       stop_server; start_server "$mode"; current=$mode
       sed "s/RUN/warm$run$mode/" "$work/place_order.lua" >"$work/run.lua"
