@@ -195,6 +195,16 @@ async fn metrics_follow_a_scripted_workload_and_promtool_accepts_them(pool: PgPo
         "{refused}"
     );
 
+    // The sender settles its jobs just after recording each send.
+    wait_until("the send queue empty", Duration::from_secs(10), || async {
+        count(
+            &pool,
+            "select count(*) from email_sends where status in ('PENDING', 'RUNNING')",
+        )
+        .await
+            == 0
+    })
+    .await;
     let (status, text, after) = scrape(&address, Some(VIEWER)).await;
     assert_eq!(status, 200);
     promtool_accepts(&text);

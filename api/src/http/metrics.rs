@@ -165,7 +165,8 @@ fn register() {
 /// The outcome label an HTTP status stands for, on routes other than GraphQL.
 fn outcome_of_status(status: StatusCode) -> &'static str {
     match status.as_u16() {
-        200..=399 => "ok",
+        // 101 is a subscription's WebSocket opening.
+        100..=399 => "ok",
         401 => "UNAUTHENTICATED",
         403 => "FORBIDDEN",
         404 => "NOT_FOUND",
@@ -262,4 +263,33 @@ pub fn open_router(pool: sqlx::PgPool) -> Router {
     Router::new()
         .route("/metrics", get(scrape_open))
         .with_state(pool)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_stand_for_the_codes_of_the_api() {
+        for (status, outcome) in [
+            (101, "ok"),
+            (200, "ok"),
+            (304, "ok"),
+            (400, "VALIDATION"),
+            (401, "UNAUTHENTICATED"),
+            (403, "FORBIDDEN"),
+            (404, "NOT_FOUND"),
+            (409, "CONFLICT"),
+            (413, "VALIDATION"),
+            (422, "VALIDATION"),
+            (429, "RATE_LIMITED"),
+            (500, "INTERNAL"),
+            (503, "UNAVAILABLE"),
+        ] {
+            let status = StatusCode::from_u16(status).unwrap();
+            assert_eq!(outcome_of_status(status), outcome, "{status}");
+        }
+        assert_eq!(GraphqlOutcome::outcome_of("CONFLICT"), "CONFLICT");
+        assert_eq!(GraphqlOutcome::outcome_of("anything else"), "INTERNAL");
+    }
 }
