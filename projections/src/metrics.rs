@@ -216,7 +216,8 @@ impl LlmOutcome {
     }
 }
 
-/// Every command name (labels of the command metrics).
+/// Every command name (labels of the command metrics), as `ClientCommand::name` gives them.
+/// A name missing here is still recorded; it is only not exported at zero before its first use.
 pub const COMMANDS: &[&str] = &[
     "create_user",
     "update_user",

@@ -135,7 +135,8 @@ pub struct NewJob {
     pub due_at: DateTime<Utc>,
     /// A held-out client's trigger: recorded as `HELD_OUT`, never run.
     pub held_out: bool,
-    /// The trace of the triggering event, which the job's work continues.
+    /// The trace the job's work continues: that of the process manager's decision to record
+    /// it (none when tracing is off).
     pub traceparent: Option<String>,
 }
 

@@ -15,7 +15,8 @@ pub struct NewSend {
     pub user_id: Uuid,
     /// When it was released.
     pub at: DateTime<Utc>,
-    /// The trace of the event that released it, which the send continues.
+    /// The trace the send continues: that of the process manager's decision to release it
+    /// (none when tracing is off).
     pub traceparent: Option<String>,
 }
 
