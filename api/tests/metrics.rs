@@ -20,22 +20,6 @@ use sqlx::PgPool;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-/// A chat completion holding a well-formed email, with token usage.
-fn completion() -> serde_json::Value {
-    let content = json!({
-        "subject": "We kept some denim aside for you",
-        "preheader": "New arrivals in your size",
-        "greeting": "Hi there,",
-        "paragraphs": ["It has been a while.", "Here is what is new."],
-        "callToAction": "See what is new"
-    });
-    json!({
-        "id": "cmpl-1",
-        "choices": [{ "index": 0, "message": { "role": "assistant", "content": content.to_string() }, "finish_reason": "stop" }],
-        "usage": { "prompt_tokens": 321, "completion_tokens": 123 }
-    })
-}
-
 async fn answer_llm(server: &MockServer, response: ResponseTemplate) {
     server.reset().await;
     Mock::given(method("POST"))
@@ -102,7 +86,11 @@ async fn count(pool: &PgPool, sql: &str) -> i64 {
 async fn metrics_follow_a_scripted_workload_and_promtool_accepts_them(pool: PgPool) {
     let smtp = SmtpServer::start();
     let llm = MockServer::start().await;
-    answer_llm(&llm, ResponseTemplate::new(200).set_body_json(completion())).await;
+    answer_llm(
+        &llm,
+        ResponseTemplate::new(200).set_body_json(process::llm_completion()),
+    )
+    .await;
     let url = url_of(&pool).await;
     let log = Path::new(env!("CARGO_TARGET_TMPDIR"))
         .join(format!("metrics-{}.log", uuid::Uuid::new_v4().simple()));

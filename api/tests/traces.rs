@@ -23,21 +23,6 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CALLER_SPAN: &str = "00f067aa0ba902b7";
 
-fn completion() -> Value {
-    let content = json!({
-        "subject": "We kept some denim aside for you",
-        "preheader": "New arrivals in your size",
-        "greeting": "Hi there,",
-        "paragraphs": ["It has been a while.", "Here is what is new."],
-        "callToAction": "See what is new"
-    });
-    json!({
-        "id": "cmpl-1",
-        "choices": [{ "index": 0, "message": { "role": "assistant", "content": content.to_string() }, "finish_reason": "stop" }],
-        "usage": { "prompt_tokens": 321, "completion_tokens": 123 }
-    })
-}
-
 #[sqlx::test(migrator = "projections::db::MIGRATOR")]
 async fn one_order_that_puts_a_client_at_risk_is_one_trace_from_request_to_send(pool: PgPool) {
     let mut collector = FakeCollectorServer::start().await.unwrap();
@@ -59,7 +44,7 @@ async fn one_order_that_puts_a_client_at_risk_is_one_trace_from_request_to_send(
     let llm = MockServer::start().await;
     Mock::given(method("POST"))
         .and(path("/chat/completions"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(completion()))
+        .respond_with(ResponseTemplate::new(200).set_body_json(process::llm_completion()))
         .mount(&llm)
         .await;
     let url = url_of(&pool).await;

@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { chromium } from 'playwright-core';
+import { openPage } from './harness.mjs';
 
 const link = process.env.DASHBOARD_LINK;
 const shots = process.env.SCREENSHOTS;
@@ -14,20 +14,8 @@ assert.ok(link && shots, 'DASHBOARD_LINK and SCREENSHOTS are required');
 mkdirSync(shots, { recursive: true });
 const origin = new URL(link).origin;
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
-  args: ['--no-sandbox', '--disable-dev-shm-usage'],
-});
-const problems = [];
+const { browser, page, problems } = await openPage(origin, { timeout: 60_000 });
 try {
-  const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
-  context.setDefaultTimeout(60_000);
-  await context.route('**/*', (route) =>
-    new URL(route.request().url()).origin === origin ? route.continue() : route.abort('blockedbyclient'));
-  const page = await context.newPage();
-  page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
-  page.on('console', (m) => { if (m.type() === 'error') problems.push(`console: ${m.text()}`); });
-
   await page.goto(link);
   const count = async (stat) =>
     Number((await page.locator(`[data-stat="${stat}"] .stat-value`).textContent()).replace(/\D/g, ''));

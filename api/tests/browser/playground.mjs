@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { chromium } from 'playwright-core';
+import { openPage } from './harness.mjs';
 
 const link = process.env.PLAYGROUND_LINK;
 const shots = process.env.SCREENSHOTS;
@@ -14,26 +14,14 @@ assert.ok(link && shots, 'PLAYGROUND_LINK and SCREENSHOTS are required');
 mkdirSync(shots, { recursive: true });
 const origin = new URL(link).origin;
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
-  args: ['--no-sandbox', '--disable-dev-shm-usage'],
-});
-const problems = [];
-try {
-  const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
-  context.setDefaultTimeout(30_000);
-  await context.route('**/*', (route) =>
-    new URL(route.request().url()).origin === origin ? route.continue() : route.abort('blockedbyclient'));
-  // Policy violations are reported to the page as events: record every one.
-  await context.addInitScript(() => {
-    document.addEventListener('securitypolicyviolation', (e) => {
-      (window.__violations ??= []).push(`${e.violatedDirective} blocked ${e.blockedURI || 'inline'}`);
-    });
+// Policy violations are reported to the page as events: record every one.
+const recordViolations = () => {
+  document.addEventListener('securitypolicyviolation', (e) => {
+    (window.__violations ??= []).push(`${e.violatedDirective} blocked ${e.blockedURI || 'inline'}`);
   });
-  const page = await context.newPage();
-  page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
-  page.on('console', (m) => { if (m.type() === 'error') problems.push(`console: ${m.text()}`); });
-
+};
+const { browser, page, problems } = await openPage(origin, { timeout: 30_000, initScript: recordViolations });
+try {
   const response = await page.goto(link);
   const csp = response.headers()['content-security-policy'] ?? '';
   assert.match(csp, /script-src 'self'(;|$)/, `no inline scripts allowed: ${csp}`);

@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { chromium } from 'playwright-core';
+import { openPage } from './harness.mjs';
 
 const base = process.env.BASE_URL;
 const token = process.env.ADMIN_TOKEN;
@@ -16,20 +16,8 @@ assert.ok(base && token && shots && expected, 'BASE_URL, ADMIN_TOKEN, SCREENSHOT
 mkdirSync(shots, { recursive: true });
 const origin = new URL(base).origin;
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
-  args: ['--no-sandbox', '--disable-dev-shm-usage'],
-});
-const problems = [];
+const { browser, page, problems } = await openPage(origin, { timeout: 15_000 });
 try {
-  const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
-  context.setDefaultTimeout(15_000);
-  await context.route('**/*', (route) =>
-    new URL(route.request().url()).origin === origin ? route.continue() : route.abort('blockedbyclient'));
-  const page = await context.newPage();
-  page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
-  page.on('console', (m) => { if (m.type() === 'error') problems.push(`console: ${m.text()}`); });
-
   console.log('- the nav leads to the uplift page');
   await page.goto(`${base}/?token=${token}`);
   await page.getByRole('link', { name: 'Uplift' }).click();

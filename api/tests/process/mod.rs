@@ -139,3 +139,20 @@ where
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// An OpenAI-style chat completion holding a well-formed email, with token usage (321 prompt,
+/// 123 completion), as a wiremock LLM peer answers it.
+pub fn llm_completion() -> Value {
+    let content = json!({
+        "subject": "We kept some denim aside for you",
+        "preheader": "New arrivals in your size",
+        "greeting": "Hi there,",
+        "paragraphs": ["It has been a while.", "Here is what is new."],
+        "callToAction": "See what is new"
+    });
+    json!({
+        "id": "cmpl-1",
+        "choices": [{ "index": 0, "message": { "role": "assistant", "content": content.to_string() }, "finish_reason": "stop" }],
+        "usage": { "prompt_tokens": 321, "completion_tokens": 123 }
+    })
+}
