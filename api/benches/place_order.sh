@@ -49,7 +49,9 @@ sink=
 scraper=
 trap 'kill $server $sink $scraper 2>/dev/null || true; [ -n "${KEEP:-}" ] || psql -q -h 127.0.0.1 -U postgres -c "drop database if exists $db with (force)"; rm -rf "$work"' EXIT
 if [ "$modes" != default ]; then
-  "$root/target/release/examples/otlp_sink" >"$work/sink.out" 2>"$work/sink.log" &
+  # At the lowest priority: a collector runs elsewhere in production, and this one must not
+  # take the two cores from the server and PostgreSQL.
+  nice -n 19 "$root/target/release/examples/otlp_sink" >"$work/sink.out" 2>"$work/sink.log" &
   sink=$!
   for _ in $(seq 1 100); do [ -s "$work/sink.out" ] && break; sleep 0.1; done
 fi

@@ -303,7 +303,7 @@ async fn execute(
     }
 }
 
-#[tracing::instrument(skip_all)]
+// The request's span (`http::request`) is this handler's span.
 async fn post_graphql(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
     let content_type = headers
         .get(header::CONTENT_TYPE)
@@ -360,7 +360,6 @@ struct GetParams {
     variables: Option<String>,
 }
 
-#[tracing::instrument(skip_all)]
 async fn get_graphql(
     State(state): State<AppState>,
     headers: HeaderMap,
