@@ -168,16 +168,12 @@ async fn metrics_follow_a_scripted_workload_and_promtool_accepts_them(pool: PgPo
         .fetch_one(&pool)
         .await
         .unwrap();
-    let refused: serde_json::Value = reqwest::Client::new()
-        .post(format!("{address}/graphql"))
-        .bearer_auth(process::OPERATOR)
-        .json(&json!({ "query": "mutation($e: ID!) { rejectEmail(id: $e, reason: \"too late\") { id } }", "variables": { "e": sent } }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let refused = server
+        .gql_answer(
+            "mutation($e: ID!) { rejectEmail(id: $e, reason: \"too late\") { id } }",
+            json!({ "e": sent }),
+        )
+        .await;
     assert_eq!(
         refused["errors"][0]["extensions"]["code"], "CONFLICT",
         "{refused}"

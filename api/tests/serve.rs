@@ -1,8 +1,11 @@
 //! The binary's service surface over real HTTP, each test with its own database.
 
+mod process;
+
 use std::time::Duration;
 
 use api::app::{App, AppParts};
+use process::url_of;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -122,17 +125,6 @@ fn help_lists_every_setting_with_its_environment_variable() {
     }
     // The at-risk rule is the scoring policy's band; there is no second threshold to set.
     assert!(!help.contains("AT_RISK_THRESHOLD"), "{help}");
-}
-
-/// The URL of the test's own database (sqlx::test made it on DATABASE_URL's server).
-async fn url_of(pool: &PgPool) -> String {
-    let name: String = sqlx::query_scalar("select current_database()")
-        .fetch_one(pool)
-        .await
-        .unwrap();
-    let base = std::env::var("DATABASE_URL").unwrap();
-    let (server, _) = base.rsplit_once('/').unwrap();
-    format!("{server}/{name}")
 }
 
 fn create(id: uuid::Uuid) -> domain::client::ClientAction {

@@ -93,8 +93,9 @@ impl Server {
         Self { child, address }
     }
 
-    pub async fn gql(&self, query: &str, variables: Value) -> Value {
-        let body: Value = reqwest::Client::new()
+    /// The whole GraphQL answer to `query`, as the operator.
+    pub async fn gql_answer(&self, query: &str, variables: Value) -> Value {
+        reqwest::Client::new()
             .post(format!("{}/graphql", self.address))
             .bearer_auth(OPERATOR)
             .json(&json!({ "query": query, "variables": variables }))
@@ -103,7 +104,12 @@ impl Server {
             .unwrap()
             .json()
             .await
-            .unwrap();
+            .unwrap()
+    }
+
+    /// The data of the answer to `query`, which must have no errors.
+    pub async fn gql(&self, query: &str, variables: Value) -> Value {
+        let body = self.gql_answer(query, variables).await;
         assert!(body["errors"].is_null(), "{body}");
         body["data"].clone()
     }
