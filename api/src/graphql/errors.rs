@@ -151,6 +151,7 @@ impl From<ClientError> for ApiError {
             }
             other @ (ClientError::AlreadyExists
             | ClientError::Deleted
+            | ClientError::Erased
             | ClientError::Unsubscribed
             | ClientError::NotAtRisk
             | ClientError::EmailCooldown { .. }) => Self::Conflict(other.to_string()),

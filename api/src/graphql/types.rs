@@ -28,6 +28,8 @@ pub enum UserStatus {
     Unsubscribed,
     /// Deleted.
     Deleted,
+    /// Personal data erased for good (`eraseUser`): name and email are empty.
+    Erased,
 }
 
 /// An email's delivery status.

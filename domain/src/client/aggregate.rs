@@ -24,7 +24,7 @@ use super::delivery::{
 use super::errors::ClientError;
 use super::events::{
     ClientEvent, EmailGenerated, OrderCancelled, OrderPlaced, OrderSummary, ScoreCause,
-    UserCreated, UserDeleted, UserScored, UserUnsubscribed, UserUpdated,
+    UserCreated, UserDeleted, UserErased, UserScored, UserUnsubscribed, UserUpdated,
 };
 use super::holdout::{EngagementGroup, Holdout};
 use super::status::EmailStatus;
@@ -33,6 +33,9 @@ use crate::values::{Money, ValidationError};
 
 /// How far in the future a client-supplied timestamp may lie (clock skew between systems).
 pub const FUTURE_TOLERANCE_MINUTES: i64 = 5;
+
+/// The longest reason an erasure may record.
+pub const MAX_ERASE_REASON_CHARS: usize = 200;
 
 /// What the aggregate needs from outside: the scoring policy and the email rules.
 #[derive(Debug, Clone)]
@@ -68,6 +71,8 @@ pub enum Lifecycle {
     Unsubscribed,
     /// Deleted: every further command is refused.
     Deleted,
+    /// Personal data erased: every further command is refused.
+    Erased,
 }
 
 /// The last score recorded for the client.
@@ -255,6 +260,13 @@ impl Aggregate for Client {
             ClientEvent::AddressSuppressed(e) => self.suppressed_address = Some(e.address),
             ClientEvent::UserUnsubscribed(_) => self.lifecycle = Lifecycle::Unsubscribed,
             ClientEvent::UserDeleted(_) => self.lifecycle = Lifecycle::Deleted,
+            ClientEvent::UserErased(_) => {
+                self.lifecycle = Lifecycle::Erased;
+                self.name.clear();
+                self.email.clear();
+                self.external_id = None;
+                self.suppressed_address = None;
+            }
         }
     }
 }
@@ -273,6 +285,28 @@ impl Client {
         match (self.lifecycle, &command.action) {
             (Lifecycle::New, ClientAction::CreateUser(_)) => {}
             (Lifecycle::New, _) => return Err(ClientError::NotFound),
+            (Lifecycle::Erased, ClientAction::EraseUser { .. }) => return Ok(vec![]),
+            (Lifecycle::Erased, _) => return Err(ClientError::Erased),
+            (_, ClientAction::EraseUser { reason }) => {
+                let reason = reason.trim();
+                if reason.is_empty()
+                    || reason.chars().count() > MAX_ERASE_REASON_CHARS
+                    || reason.chars().any(char::is_control)
+                {
+                    return Err(ValidationError::new(
+                        "reason",
+                        format!(
+                            "say why, in 1 to {MAX_ERASE_REASON_CHARS} printable characters \
+                             (a reference such as a ticket, not the person's words)"
+                        ),
+                    )
+                    .into());
+                }
+                return Ok(vec![ClientEvent::UserErased(UserErased {
+                    reason: reason.to_owned(),
+                    erased_at: now,
+                })]);
+            }
             (Lifecycle::Deleted, ClientAction::DeleteUser) => return Ok(vec![]),
             (Lifecycle::Deleted, _) => return Err(ClientError::Deleted),
             _ => {}
@@ -341,6 +375,7 @@ impl Client {
                 decision.push(ClientEvent::UserDeleted(UserDeleted { deleted_at: now }));
                 return Ok(decision.events);
             }
+            ClientAction::EraseUser { .. } => unreachable!("decided above, in any lifecycle"),
         }
         if !decision.events.is_empty() && !keeps_manual_score {
             decision.rescore(services, now, cause);

@@ -163,6 +163,11 @@ pub enum ClientAction {
     Unsubscribe,
     /// Delete the client.
     DeleteUser,
+    /// Erase the client's personal data for good, with the operator's reason.
+    EraseUser {
+        /// Why (an operator's reference; no personal data).
+        reason: String,
+    },
 }
 
 /// A command: an action and the moment it is decided at.
@@ -205,6 +210,7 @@ impl ClientCommand {
             ClientAction::AssignGroup(_) => "assign_group",
             ClientAction::Unsubscribe => "unsubscribe",
             ClientAction::DeleteUser => "delete_user",
+            ClientAction::EraseUser { .. } => "erase_user",
         }
     }
 }

@@ -20,6 +20,9 @@ pub enum ClientError {
     /// The client was deleted; nothing more can happen to them.
     #[error("user has been deleted")]
     Deleted,
+    /// The client's personal data was erased; nothing more can happen to them.
+    #[error("user has been erased")]
+    Erased,
     /// The client opted out of emails.
     #[error("user has unsubscribed from emails")]
     Unsubscribed,

@@ -55,6 +55,9 @@ pub enum ClientEvent {
     UserUnsubscribed(UserUnsubscribed),
     /// The client was deleted; nothing more can happen to them.
     UserDeleted(UserDeleted),
+    /// The client's personal data was erased for good (GDPR Article 17); nothing more can
+    /// happen to them.
+    UserErased(UserErased),
 }
 
 impl ClientEvent {
@@ -78,6 +81,7 @@ impl ClientEvent {
             Self::GroupAssigned(e) => e.assigned_at,
             Self::UserUnsubscribed(e) => e.unsubscribed_at,
             Self::UserDeleted(e) => e.deleted_at,
+            Self::UserErased(e) => e.erased_at,
         }
     }
 }
@@ -102,6 +106,7 @@ impl DomainEvent for ClientEvent {
             Self::GroupAssigned(_) => "GroupAssigned",
             Self::UserUnsubscribed(_) => "UserUnsubscribed",
             Self::UserDeleted(_) => "UserDeleted",
+            Self::UserErased(_) => "UserErased",
         }
         .to_owned()
     }
@@ -369,4 +374,16 @@ pub struct UserUnsubscribed {
 pub struct UserDeleted {
     /// When.
     pub deleted_at: DateTime<Utc>,
+}
+
+/// The client's personal data was erased (their key deleted, the views scrubbed). Carries no
+/// personal data itself: who asked is the event's actor, why is an operator's reference (a
+/// ticket, "Article 17 request"), never the person's words.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UserErased {
+    /// Why, as the operator recorded it.
+    pub reason: String,
+    /// When.
+    pub erased_at: DateTime<Utc>,
 }

@@ -82,6 +82,8 @@ status! {
         Unsubscribed => "UNSUBSCRIBED",
         /// Deleted: nothing more happens to them.
         Deleted => "DELETED",
+        /// Personal data erased for good: nothing more happens to them.
+        Erased => "ERASED",
     }
 }
 
@@ -117,6 +119,7 @@ impl ClientStatus {
             Lifecycle::Active => Some(Self::Active),
             Lifecycle::Unsubscribed => Some(Self::Unsubscribed),
             Lifecycle::Deleted => Some(Self::Deleted),
+            Lifecycle::Erased => Some(Self::Erased),
         }
     }
 }

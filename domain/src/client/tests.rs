@@ -696,6 +696,67 @@ fn a_deleted_user_refuses_every_command_but_a_repeated_delete() {
 }
 
 #[test]
+fn an_erasure_forgets_the_person_refuses_every_later_command_and_is_idempotent() {
+    let erase = |reason: &str| ClientAction::EraseUser {
+        reason: reason.to_owned(),
+    };
+    // Deleted clients can be erased too: erasure is about the data, not the relationship.
+    let mut given = history(vec![
+        at(ClientAction::CreateUser(create_user()), t0()),
+        at(order("o-1", "12.50", day(1)), day(1)),
+        at(ClientAction::DeleteUser, day(2)),
+    ]);
+    for reason in ["", "   ", "line\nbreak", &"x".repeat(201)] {
+        ClientTest::with(services())
+            .given(given.clone())
+            .when(at(erase(reason), day(3)))
+            .then_expect_error(ClientError::Validation(
+                crate::values::ValidationError::new(
+                    "reason",
+                    "say why, in 1 to 200 printable characters (a reference such as a ticket, \
+                     not the person's words)",
+                ),
+            ));
+    }
+    let erased = history_from(&given, vec![at(erase(" ticket 42 "), day(3))]);
+    assert_eq!(
+        erased,
+        vec![ClientEvent::UserErased(UserErased {
+            reason: "ticket 42".into(),
+            erased_at: day(3),
+        })]
+    );
+    given.extend(erased);
+    let client = replay(&given);
+    assert_eq!(client.lifecycle(), Lifecycle::Erased);
+    assert_eq!((client.name(), client.email()), ("", ""));
+    assert_eq!(client.external_id(), None);
+    assert_eq!(ClientStatus::of(client.lifecycle()), Some(ClientStatus::Erased));
+    for action in [
+        ClientAction::CreateUser(create_user()),
+        order("o-2", "1", day(4)),
+        ClientAction::Rescore,
+        email(1),
+        ClientAction::DeleteUser,
+        ClientAction::Unsubscribe,
+    ] {
+        ClientTest::with(services())
+            .given(given.clone())
+            .when(at(action, day(4)))
+            .then_expect_error(ClientError::Erased);
+    }
+    ClientTest::with(services())
+        .given(given)
+        .when(at(erase("again"), day(4)))
+        .then_expect_events(vec![]);
+    // Nobody to erase before creation.
+    ClientTest::with(services())
+        .given(vec![])
+        .when(at(erase("x"), day(4)))
+        .then_expect_error(ClientError::NotFound);
+}
+
+#[test]
 fn switching_policy_records_a_score_naming_the_new_policy_even_when_the_number_is_the_same() {
     #[derive(Debug)]
     struct Renamed;

@@ -157,6 +157,12 @@ impl UserRow {
             }
             ClientEvent::UserUnsubscribed(_) => self.status = ClientStatus::Unsubscribed,
             ClientEvent::UserDeleted(_) => self.status = ClientStatus::Deleted,
+            ClientEvent::UserErased(_) => {
+                self.status = ClientStatus::Erased;
+                self.name.clear();
+                self.email.clear();
+                self.external_id = None;
+            }
             ClientEvent::GroupAssigned(e) => {
                 self.engagement_group = e.group.as_str().to_owned();
             }

@@ -436,6 +436,7 @@ fn left_the_audience(client: &Client, triggered: bool) -> Option<&'static str> {
     match client.lifecycle() {
         Lifecycle::New => Some("the user does not exist"),
         Lifecycle::Deleted => Some("the user was deleted"),
+        Lifecycle::Erased => Some("the user was erased"),
         Lifecycle::Unsubscribed => Some("the user unsubscribed"),
         Lifecycle::Active if client.is_suppressed() => Some("the user's address is suppressed"),
         Lifecycle::Active if triggered && !client.is_at_risk() => {

@@ -461,6 +461,7 @@ fn no_email_now(
     match client.lifecycle() {
         Lifecycle::New => Some("the user does not exist"),
         Lifecycle::Deleted => Some("the user was deleted"),
+        Lifecycle::Erased => Some("the user was erased"),
         Lifecycle::Unsubscribed => Some("the user unsubscribed"),
         Lifecycle::Active if client.is_suppressed() => Some("the user's address is suppressed"),
         Lifecycle::Active if !client.is_at_risk() => Some("the user is no longer at risk"),
