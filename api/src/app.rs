@@ -16,6 +16,8 @@ use projections::engagement::writer::ConfiguredWriter;
 use projections::log::consumer::ConsumerSettings;
 use projections::runtime::EmailSettings;
 use projections::scheduler::{RescoreSettings, Rescorer};
+use projections::vault::erasure::Ledger;
+use projections::vault::{MasterKey, Vault};
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
@@ -43,6 +45,11 @@ pub struct App {
 pub struct AppParts {
     /// A migrated database.
     pub pool: PgPool,
+    /// The keys of clients' personal data, under the master key.
+    pub vault: Arc<Vault>,
+    /// Where erasures are recorded besides the log (none: only in the log, from which
+    /// `engagement erasures export` writes the ledger).
+    pub erasure_ledger: Option<Ledger>,
     /// The aggregate's services.
     pub services: ClientServices,
     /// The clock.
@@ -83,10 +90,13 @@ pub enum Metrics {
 }
 
 impl AppParts {
-    /// Parts with the system clock, default services and settings.
-    pub fn new(pool: PgPool) -> Self {
+    /// Parts with the system clock, default services and settings, sealing personal data
+    /// under `master`.
+    pub fn new(pool: PgPool, master: &MasterKey) -> Self {
         Self {
             pool,
+            vault: Arc::new(Vault::new(master)),
+            erasure_ledger: None,
             services: ClientServices::default(),
             clock: Arc::new(SystemClock),
             shutdown_grace: Duration::from_secs(10),
@@ -117,11 +127,17 @@ impl App {
         if parts.metrics != Metrics::Off {
             http::metrics::install();
         }
-        let commands = CommandBus::new(parts.pool.clone(), parts.services, parts.clock);
+        let commands = CommandBus::new(
+            parts.pool.clone(),
+            parts.vault.clone(),
+            parts.services,
+            parts.clock,
+        );
         let stop = CancellationToken::new();
         let mut background = JoinSet::new();
         let read_models = projections::runtime::start(
             &parts.pool,
+            &parts.vault,
             &ConsumerSettings::default(),
             &mut background,
             &stop,
@@ -135,6 +151,7 @@ impl App {
         background.spawn(rescorer.run(stop.clone()));
         let live = projections::log::tail::start(
             parts.pool.clone(),
+            parts.vault.clone(),
             read_models.signal.clone(),
             stop.clone(),
             &mut background,
@@ -158,6 +175,7 @@ impl App {
             email_writer: email_writer.clone(),
             emails: emails.clone(),
             jobs_signal,
+            erasure_ledger: parts.erasure_ledger,
             demo: parts.demo,
         });
         Self {

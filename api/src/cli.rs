@@ -71,12 +71,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Import(config) => {
             let pool = prepare_database(&cli.database).await?;
-            crate::import::run(pool, config).await
+            let vault = open_vault(&pool, &cli.secrets).await?;
+            crate::import::run(pool, vault, config).await
         }
         Command::Rescore(scoring) => {
             let pool = prepare_database(&cli.database).await?;
             let bus = projections::commands::CommandBus::new(
                 pool.clone(),
+                open_vault(&pool, &cli.secrets).await?,
                 scoring.client_services(projections::db::holdout_salt(&pool).await?),
                 std::sync::Arc::new(projections::clock::SystemClock),
             );
@@ -91,6 +93,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let pool = prepare_database(&cli.database).await?;
             let bus = projections::commands::CommandBus::new(
                 pool.clone(),
+                open_vault(&pool, &cli.secrets).await?,
                 domain::client::ClientServices::default(),
                 std::sync::Arc::new(projections::clock::SystemClock),
             );
@@ -102,13 +105,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Rebuild { target } => {
             let pool = prepare_database(&cli.database).await?;
+            let vault = open_vault(&pool, &cli.secrets).await?;
             let models: &[ReadModel] = match target {
                 RebuildTarget::Users => &[ReadModel::Users],
                 RebuildTarget::Emails => &[ReadModel::Emails],
                 RebuildTarget::All => &ReadModel::ALL,
             };
             for model in models {
-                let report = rebuild(&pool, *model).await?;
+                let report = rebuild(&pool, &vault, *model).await?;
                 println!(
                     "rebuilt {}: {} events in {:.2}s ({:.0} events/s)",
                     model.name(),
@@ -119,6 +123,43 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Keys { action } => {
+            let pool = prepare_database(&cli.database).await?;
+            crate::keys::run(&pool, &cli.secrets, action).await
+        }
+        Command::Erasures { action } => {
+            let pool = prepare_database(&cli.database).await?;
+            crate::keys::erasures(&pool, &cli.secrets, action).await
+        }
+    }
+}
+
+/// The vault over the master key, checked against the keys in the database: a server started
+/// with another master key stops here, saying so, instead of failing on every client.
+///
+/// # Errors
+/// The master key cannot be read, or is not the one the database's keys are wrapped with.
+pub async fn open_vault(
+    pool: &PgPool,
+    secrets: &crate::config::SecretsConfig,
+) -> anyhow::Result<std::sync::Arc<projections::vault::Vault>> {
+    let master = projections::vault::MasterKey::new(secrets.master_key()?);
+    let vault = projections::vault::Vault::new(&master);
+    vault.check(pool).await?;
+    Ok(std::sync::Arc::new(vault))
+}
+
+/// Says so when events or snapshots written before encryption still hold personal data in the
+/// clear (they read normally; `engagement keys seal` seals them).
+async fn warn_of_data_in_the_clear(pool: PgPool) {
+    match projections::vault::rotation::in_the_clear(&pool).await {
+        Ok(found) if found.events + found.snapshots > 0 => tracing::warn!(
+            events = found.events,
+            snapshots = found.snapshots,
+            "personal data written before encryption is still in the clear: run `engagement keys seal`"
+        ),
+        Ok(_) => {}
+        Err(error) => tracing::warn!(error = %format!("{error:#}"), "could not look for personal data in the clear"),
     }
 }
 
@@ -182,7 +223,16 @@ async fn run_serve(
         None => None,
     };
     // Settings are checked before any background work starts: a bad one stops here, named.
-    let (delivery, sender) = config.delivery.settings(address, &master_key)?;
+    let (mut delivery, sender) = config.delivery.settings(address, &master_key)?;
+    let master = projections::vault::MasterKey::new(master_key);
+    let vault = projections::vault::Vault::new(&master);
+    vault.check(&pool).await?;
+    // Links in emails sent before a rotation of the master key keep working.
+    delivery.token_key = delivery
+        .token_key
+        .clone()
+        .with_retired(projections::vault::rotation::retired_token_keys(&pool, &master).await?);
+    tokio::spawn(warn_of_data_in_the_clear(pool.clone()));
     let mut tokens = TokenStore::parse(&config.api_tokens)?;
     let generated = tokens.is_empty().then(|| {
         let token = crate::graphql::auth::new_token();
@@ -237,7 +287,9 @@ async fn run_serve(
             (true, Some(_)) => crate::app::Metrics::Apart,
             (true, None) => crate::app::Metrics::OnMain,
         },
-        ..AppParts::new(pool)
+        vault: std::sync::Arc::new(vault),
+        erasure_ledger: Some(secrets.ledger()),
+        ..AppParts::new(pool, &master)
     });
     if let Some(listener) = metrics_listener {
         let at = listener.local_addr()?;

@@ -66,6 +66,56 @@ pub enum Command {
     /// TREATMENT (they were all eligible for emails), so that no later setting can move them.
     /// Says how many it recorded; running it again records nothing.
     AssignGroups,
+    /// The master key and the clients' data keys (personal data is sealed with a key per
+    /// client, wrapped under the master key).
+    Keys {
+        /// What to do.
+        #[command(subcommand)]
+        action: KeysCommand,
+    },
+    /// The erasure ledger: who was erased, kept beside the key file so that erasures can be
+    /// applied again after restoring a backup taken before them.
+    Erasures {
+        /// What to do.
+        #[command(subcommand)]
+        action: ErasuresCommand,
+    },
+}
+
+/// `engagement keys`.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum KeysCommand {
+    /// The master key's fingerprint, how many clients have a key, how much is still in the
+    /// clear.
+    Status,
+    /// One-off, after upgrading to encryption: seal every personal field that events and
+    /// snapshots written before it still hold in the clear. Says what it changed; running it
+    /// again changes nothing.
+    Seal,
+    /// Make a new master key and rewrap every client's key under it, in one transaction.
+    /// The new key is written to --new-key-file first (default: the key file with `.new`
+    /// appended), then replaces MASTER_KEY_FILE when the key came from that file.
+    Rotate {
+        /// Where to write the new master key.
+        #[arg(long)]
+        new_key_file: Option<std::path::PathBuf>,
+    },
+}
+
+/// `engagement erasures`.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum ErasuresCommand {
+    /// Write the ledger again from the log (every UserErased event).
+    Export {
+        /// Where (default: the ledger beside the key file).
+        file: Option<std::path::PathBuf>,
+    },
+    /// After restoring a backup: erase again every client the ledger lists who is not
+    /// erased in this database. Says what it did; running it again does nothing.
+    Apply {
+        /// The ledger (default: the one beside the key file).
+        file: Option<std::path::PathBuf>,
+    },
 }
 
 /// `engagement import`.
@@ -394,8 +444,8 @@ pub struct BacktestConfig {
 /// The master key (`MASTER_KEY` or `MASTER_KEY_FILE`): every subcommand finds it the same way.
 #[derive(Clone, Args)]
 pub struct SecretsConfig {
-    /// The master key, base64 of 32 bytes. It derives the unsubscribe-token key. Takes
-    /// precedence over MASTER_KEY_FILE.
+    /// The master key, base64 of 32 bytes. It wraps every client's data key and derives the
+    /// unsubscribe-token key. Takes precedence over MASTER_KEY_FILE.
     #[arg(long, env = "MASTER_KEY", hide_env_values = true, global = true)]
     pub master_key: Option<String>,
     /// A file holding the master key (base64). Created with mode 0600 at first start when
@@ -407,6 +457,10 @@ pub struct SecretsConfig {
         global = true
     )]
     pub master_key_file: std::path::PathBuf,
+    /// The erasure ledger (JSON lines, one per erasure). Default: beside MASTER_KEY_FILE,
+    /// `engagement.erasures` for `engagement.key`.
+    #[arg(long, env = "ERASURE_LEDGER_FILE", global = true)]
+    pub erasure_ledger_file: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for SecretsConfig {
@@ -417,6 +471,7 @@ impl std::fmt::Debug for SecretsConfig {
                 &self.master_key.as_ref().map(|_| "[redacted]"),
             )
             .field("master_key_file", &self.master_key_file)
+            .field("erasure_ledger_file", &self.erasure_ledger_file)
             .finish()
     }
 }
@@ -435,6 +490,21 @@ fn decode_key(text: &str, source: &str) -> anyhow::Result<[u8; 32]> {
 }
 
 impl SecretsConfig {
+    /// The erasure ledger.
+    pub fn ledger(&self) -> projections::vault::erasure::Ledger {
+        match &self.erasure_ledger_file {
+            Some(path) => projections::vault::erasure::Ledger::new(path),
+            None => projections::vault::erasure::Ledger::beside(&self.master_key_file),
+        }
+    }
+
+    /// Whether the master key comes from `MASTER_KEY` rather than the file.
+    pub fn key_from_environment(&self) -> bool {
+        self.master_key
+            .as_deref()
+            .is_some_and(|k| !k.trim().is_empty())
+    }
+
     /// The master key: `MASTER_KEY`, else the file, else a new key written to the file.
     ///
     /// # Errors
@@ -492,7 +562,7 @@ impl SecretsConfig {
                 .with_context(|| format!("writing MASTER_KEY_FILE {}", path.display()))?;
                 tracing::warn!(
                     file = %path.display(),
-                    "generated a new master key: back this file up apart from the database; without it, unsubscribe links stop working"
+                    "generated a new master key: back this file up apart from the database; without it, every client's name, address and emails are unreadable and unsubscribe links stop working"
                 );
                 Ok(key)
             }

@@ -53,7 +53,11 @@ impl Tally {
 ///
 /// # Errors
 /// The file cannot be read, the database failed, or (as [`RowsSkipped`]) some rows were bad.
-pub async fn run(pool: PgPool, config: ImportConfig) -> anyhow::Result<()> {
+pub async fn run(
+    pool: PgPool,
+    vault: Arc<projections::vault::Vault>,
+    config: ImportConfig,
+) -> anyhow::Result<()> {
     let started = Instant::now();
     let clock: Arc<dyn projections::clock::Clock> = match config.at {
         Some(at) => Arc::new(projections::clock::ManualClock::new(at)),
@@ -62,7 +66,7 @@ pub async fn run(pool: PgPool, config: ImportConfig) -> anyhow::Result<()> {
     let services = config
         .scoring
         .client_services(projections::db::holdout_salt(&pool).await?);
-    let bus = CommandBus::new(pool.clone(), services, clock);
+    let bus = CommandBus::new(pool.clone(), vault.clone(), services, clock);
     let what = match config.kind {
         ImportKind::Clients => "clients",
         ImportKind::Orders => "orders",
@@ -75,8 +79,13 @@ pub async fn run(pool: PgPool, config: ImportConfig) -> anyhow::Result<()> {
     );
     let stop = CancellationToken::new();
     let mut consumers = JoinSet::new();
-    let models =
-        projections::runtime::start(&pool, &ConsumerSettings::default(), &mut consumers, &stop);
+    let models = projections::runtime::start(
+        &pool,
+        &vault,
+        &ConsumerSettings::default(),
+        &mut consumers,
+        &stop,
+    );
 
     let (input, size): (Box<dyn std::io::Read + Send>, Option<u64>) = if config.file == "-" {
         (Box::new(std::io::stdin()), None)

@@ -25,4 +25,5 @@ pub mod graphql;
 pub mod health;
 pub mod http;
 pub mod import;
+pub mod keys;
 pub mod telemetry;

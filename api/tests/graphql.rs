@@ -362,8 +362,14 @@ async fn emails_summary_jobs_and_health_read_their_models(pool: PgPool) {
     let app = spawn_app(pool.clone()).await;
     let id = app.create_user("Ida", "ida@example.com").await;
     // An email recorded through the command path, as the process manager does.
-    let bus =
-        projections::commands::CommandBus::new(pool.clone(), Default::default(), app.clock.clone());
+    let bus = projections::commands::CommandBus::new(
+        pool.clone(),
+        std::sync::Arc::new(projections::vault::Vault::new(
+            &projections::vault::MasterKey::new([7; 32]),
+        )),
+        Default::default(),
+        app.clock.clone(),
+    );
     let email_id = Uuid::new_v4();
     let committed = bus
         .execute(
@@ -390,6 +396,9 @@ async fn emails_summary_jobs_and_health_read_their_models(pool: PgPool) {
         .unwrap();
     let emails_consumer = projections::log::consumer::Consumer::new(
         pool.clone(),
+        std::sync::Arc::new(projections::vault::Vault::new(
+            &projections::vault::MasterKey::new([7; 32]),
+        )),
         projections::views::emails::EmailsView::live(),
         Default::default(),
         projections::log::consumer::LogSignal::new(),
@@ -402,6 +411,9 @@ async fn emails_summary_jobs_and_health_read_their_models(pool: PgPool) {
     // lastEmailDate comes from the users view, another consumer: wait for it too.
     let users_consumer = projections::log::consumer::Consumer::new(
         pool.clone(),
+        std::sync::Arc::new(projections::vault::Vault::new(
+            &projections::vault::MasterKey::new([7; 32]),
+        )),
         projections::views::users::UsersView::live(),
         Default::default(),
         projections::log::consumer::LogSignal::new(),

@@ -22,7 +22,7 @@ async fn spawn_app(pool: PgPool) -> TestApp {
     let (stop, stopped) = oneshot::channel::<()>();
     let app = App::build(AppParts {
         shutdown_grace: Duration::from_secs(2),
-        ..AppParts::new(pool)
+        ..AppParts::new(pool, &projections::vault::MasterKey::new([7; 32]))
     });
     let server = tokio::spawn(app.run(listener, async move {
         let _ = stopped.await;
@@ -143,7 +143,10 @@ fn create(id: uuid::Uuid) -> domain::client::ClientAction {
 
 #[sqlx::test(migrator = "projections::db::MIGRATOR")]
 async fn the_served_app_keeps_its_views_current(pool: PgPool) {
-    let app = App::build(AppParts::new(pool.clone()));
+    let app = App::build(AppParts::new(
+        pool.clone(),
+        &projections::vault::MasterKey::new([7; 32]),
+    ));
     let state = app.state().clone();
     let id = uuid::Uuid::new_v4();
     let meta = projections::commands::CommandMetadata::for_actor("test");
@@ -165,6 +168,9 @@ async fn the_served_app_keeps_its_views_current(pool: PgPool) {
 async fn the_rebuild_command_rebuilds_every_view_from_the_log(pool: PgPool) {
     let bus = projections::commands::CommandBus::new(
         pool.clone(),
+        std::sync::Arc::new(projections::vault::Vault::new(
+            &projections::vault::MasterKey::new([7; 32]),
+        )),
         domain::client::ClientServices::default(),
         std::sync::Arc::new(projections::clock::SystemClock),
     );
@@ -179,6 +185,8 @@ async fn the_rebuild_command_rebuilds_every_view_from_the_log(pool: PgPool) {
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_engagement"))
         .args(["rebuild", "all", "--database-url", &url_of(&pool).await])
         .env("RUST_LOG", "off")
+        // The key the bus above sealed the client's data with.
+        .env("MASTER_KEY", "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=")
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);

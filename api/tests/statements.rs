@@ -25,8 +25,14 @@ async fn a_page_of_users_with_their_emails_costs_the_same_queries_whatever_its_s
     let _guard = tracing::subscriber::set_default(subscriber);
 
     let app = spawn_app(pool.clone()).await;
-    let bus =
-        projections::commands::CommandBus::new(pool.clone(), Default::default(), app.clock.clone());
+    let bus = projections::commands::CommandBus::new(
+        pool.clone(),
+        std::sync::Arc::new(projections::vault::Vault::new(
+            &projections::vault::MasterKey::new([7; 32]),
+        )),
+        Default::default(),
+        app.clock.clone(),
+    );
     let mut last = None;
     for i in 0..25 {
         let id = app
@@ -63,6 +69,9 @@ async fn a_page_of_users_with_their_emails_costs_the_same_queries_whatever_its_s
     }
     let handle = projections::log::consumer::Consumer::new(
         pool.clone(),
+        std::sync::Arc::new(projections::vault::Vault::new(
+            &projections::vault::MasterKey::new([7; 32]),
+        )),
         projections::views::emails::EmailsView::live(),
         Default::default(),
         projections::log::consumer::LogSignal::new(),

@@ -26,7 +26,7 @@ async fn a_database_that_cannot_be_reached_is_unavailable() {
     let app = App::build(AppParts {
         tokens: tokens(),
         shutdown_grace: Duration::from_secs(1),
-        ..AppParts::new(pool)
+        ..AppParts::new(pool, &projections::vault::MasterKey::new([7; 32]))
     });
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(app.run(listener, async move {

@@ -186,7 +186,10 @@ async fn orders_that_break_a_rule_are_422_and_garbage_is_400(pool: PgPool) {
 async fn without_a_secret_the_webhook_is_off_and_says_how_to_turn_it_on(pool: PgPool) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = format!("http://{}", listener.local_addr().unwrap());
-    let app = api::app::App::build(api::app::AppParts::new(pool));
+    let app = api::app::App::build(api::app::AppParts::new(
+        pool,
+        &projections::vault::MasterKey::new([7; 32]),
+    ));
     tokio::spawn(app.run(listener, std::future::pending()));
     let response = reqwest::Client::new()
         .post(format!("{address}/webhooks/orders"))

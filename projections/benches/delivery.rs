@@ -90,6 +90,9 @@ async fn queue(pool: &PgPool, bus: &CommandBus, n: usize) -> anyhow::Result<()> 
         .collect::<Result<Vec<_>, _>>()?;
     Consumer::new(
         pool.clone(),
+        std::sync::Arc::new(projections::vault::Vault::new(
+            &projections::vault::MasterKey::new([7; 32]),
+        )),
         ProcessManager::default(),
         ConsumerSettings {
             batch_size: 5000,
@@ -201,6 +204,9 @@ async fn main() -> anyhow::Result<()> {
     db::migrate(&pool).await?;
     let bus = CommandBus::new(
         pool.clone(),
+        std::sync::Arc::new(projections::vault::Vault::new(
+            &projections::vault::MasterKey::new([7; 32]),
+        )),
         ClientServices::default(),
         Arc::new(SystemClock),
     );

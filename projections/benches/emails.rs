@@ -62,6 +62,9 @@ async fn main() -> anyhow::Result<()> {
     // Clients at risk, each with a due job.
     let bus = CommandBus::new(
         pool.clone(),
+        std::sync::Arc::new(projections::vault::Vault::new(
+            &projections::vault::MasterKey::new([7; 32]),
+        )),
         ClientServices::default(),
         Arc::new(SystemClock),
     );
@@ -102,6 +105,9 @@ async fn main() -> anyhow::Result<()> {
     };
     Consumer::new(
         pool.clone(),
+        std::sync::Arc::new(projections::vault::Vault::new(
+            &projections::vault::MasterKey::new([7; 32]),
+        )),
         UsersView::live(),
         settings.clone(),
         LogSignal::new(),
@@ -110,6 +116,9 @@ async fn main() -> anyhow::Result<()> {
     .await?;
     Consumer::new(
         pool.clone(),
+        std::sync::Arc::new(projections::vault::Vault::new(
+            &projections::vault::MasterKey::new([7; 32]),
+        )),
         ProcessManager::default(),
         settings,
         LogSignal::new(),

@@ -74,7 +74,14 @@ async fn main() -> anyhow::Result<()> {
     sqlx::query("vacuum analyze events").execute(&pool).await?;
 
     for model in ReadModel::ALL {
-        let report = rebuild(&pool, model).await?;
+        let report = rebuild(
+            &pool,
+            &std::sync::Arc::new(projections::vault::Vault::new(
+                &projections::vault::MasterKey::new([7; 32]),
+            )),
+            model,
+        )
+        .await?;
         println!(
             "rebuild {:<6}: {} events in {:.2}s = {:.0} events/s",
             model.name(),
@@ -147,9 +154,20 @@ async fn write_synthetic_log(pool: &PgPool, users: i64) -> anyhow::Result<()> {
 async fn live_lag(pool: &PgPool, duration: Duration) -> anyhow::Result<()> {
     let stop = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
-    let models = projections::runtime::start(pool, &ConsumerSettings::default(), &mut tasks, &stop);
+    let models = projections::runtime::start(
+        pool,
+        &std::sync::Arc::new(projections::vault::Vault::new(
+            &projections::vault::MasterKey::new([7; 32]),
+        )),
+        &ConsumerSettings::default(),
+        &mut tasks,
+        &stop,
+    );
     let bus = CommandBus::new(
         pool.clone(),
+        std::sync::Arc::new(projections::vault::Vault::new(
+            &projections::vault::MasterKey::new([7; 32]),
+        )),
         ClientServices::default(),
         Arc::new(SystemClock),
     );

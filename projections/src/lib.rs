@@ -23,6 +23,7 @@
 //! - [`metrics`]: what the service measures (names, known labels, recording).
 //! - [`observe`]: the gauges `/metrics` reads from the database when scraped.
 //! - [`trace`]: traces that cross the log (a `traceparent` kept with events and jobs).
+//! - [`vault`]: personal data sealed with a key per client; erasure, the ledger, key rotation.
 //! - [`db`]: pools with safe session settings, database creation, the embedded migrations.
 //! - [`clock`]: time as an input.
 
@@ -37,4 +38,5 @@ pub mod observe;
 pub mod runtime;
 pub mod scheduler;
 pub mod trace;
+pub mod vault;
 pub mod views;

@@ -239,6 +239,7 @@ pub const COMMANDS: &[&str] = &[
     "assign_group",
     "unsubscribe",
     "delete_user",
+    "erase_user",
 ];
 
 /// The service's consumers of the log (labels of the lag gauges; a rebuild's temporary
@@ -264,6 +265,7 @@ pub const EVENT_TYPES: &[&str] = &[
     "GroupAssigned",
     "UserUnsubscribed",
     "UserDeleted",
+    "UserErased",
 ];
 
 /// Describes every metric of this crate and sets each known series it records to zero (the

@@ -25,6 +25,7 @@ pub struct ReadModels {
 /// until `stop`.
 pub fn start(
     pool: &PgPool,
+    vault: &std::sync::Arc<crate::vault::Vault>,
     settings: &ConsumerSettings,
     tasks: &mut JoinSet<()>,
     stop: &CancellationToken,
@@ -33,10 +34,17 @@ pub fn start(
     tasks.spawn(signal.clone().listen(pool.clone(), stop.clone()));
     let view = UsersView::live();
     let recent_users = view.recent();
-    let users = Consumer::new(pool.clone(), view, settings.clone(), signal.clone());
+    let users = Consumer::new(
+        pool.clone(),
+        vault.clone(),
+        view,
+        settings.clone(),
+        signal.clone(),
+    );
     // No request waits on the emails view: it reads larger batches less often.
     let emails = Consumer::new(
         pool.clone(),
+        vault.clone(),
         EmailsView::live(),
         ConsumerSettings {
             gather: ConsumerSettings::background().gather,
@@ -58,6 +66,7 @@ pub fn start(
     // the rate of commands, instead of one per command).
     let trend = Consumer::new(
         pool.clone(),
+        vault.clone(),
         crate::views::trend::TrendView,
         crate::views::trend::TrendView::settings(),
         signal_for_trend,
@@ -124,6 +133,7 @@ pub fn start_emails(
     });
     let manager = Consumer::new(
         pool.clone(),
+        bus.vault().clone(),
         crate::engagement::process_manager::ProcessManager::new(settings.process_manager)
             .waking(wake.clone())
             .waking_sender(sends.clone()),

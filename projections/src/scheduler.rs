@@ -87,7 +87,9 @@ impl Rescorer {
         for (id, result) in heads {
             match result {
                 Ok(committed) => last = last.max(Some(committed.position)),
-                Err(CommandError::Rejected(ClientError::Deleted | ClientError::NotFound)) => {}
+                Err(CommandError::Rejected(
+                    ClientError::Deleted | ClientError::Erased | ClientError::NotFound,
+                )) => {}
                 Err(error) => {
                     tracing::warn!(user_id = %id, error = %format!("{error:#}"), "scheduled rescore failed")
                 }
@@ -151,7 +153,9 @@ pub async fn rescore_all(
     for result in results {
         match result {
             Ok(_) => rescored += 1,
-            Err(CommandError::Rejected(ClientError::Deleted | ClientError::NotFound)) => {}
+            Err(CommandError::Rejected(
+                ClientError::Deleted | ClientError::Erased | ClientError::NotFound,
+            )) => {}
             Err(error) => return Err(anyhow::Error::new(error).context("rescoring a client")),
         }
     }

@@ -9,8 +9,8 @@ use domain::client::{
     Client, ClientAction, ClientError, ClientServices, CreateUser, ImportedHistory, PlaceOrder,
 };
 use domain::values::{Categories, EmailAddress, Money, OrderId, Score, UserName};
-use postgres_es::PostgresEventRepository;
 use projections::clock::ManualClock;
+use projections::commands::store::LogRepository;
 use projections::commands::{CommandBus, CommandError, CommandMetadata, SNAPSHOT_EVERY};
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -31,7 +31,14 @@ fn bus(pool: &PgPool) -> (CommandBus, Arc<ManualClock>) {
         Utc.with_ymd_and_hms(2026, 5, 1, 10, 0, 0).unwrap(),
     ));
     (
-        CommandBus::new(pool.clone(), ClientServices::default(), clock.clone()),
+        CommandBus::new(
+            pool.clone(),
+            std::sync::Arc::new(projections::vault::Vault::new(
+                &projections::vault::MasterKey::new([7; 32]),
+            )),
+            ClientServices::default(),
+            clock.clone(),
+        ),
         clock,
     )
 }
@@ -92,7 +99,24 @@ async fn events_round_trip_with_their_metadata_and_the_log_columns_are_filled(po
     assert_eq!(rows.len(), 2);
     assert_eq!(rows[0].1, "UserCreated");
     assert_eq!(rows[1].1, "UserScored");
-    assert_eq!(rows[0].2["UserCreated"]["name"], "Grace Hopper");
+    // Personal fields are sealed in the log, and read back in the clear with the key.
+    assert!(
+        rows[0].2["UserCreated"].get("name").is_none(),
+        "{}",
+        rows[0].2
+    );
+    assert!(!rows[0].2.to_string().contains("Grace"));
+    assert_eq!(
+        rows[0].2["UserCreated"]["sealed"]["fields"],
+        serde_json::json!(["email", "name"])
+    );
+    let read = projections::log::read_stream(&pool, &vault(), id)
+        .await
+        .unwrap();
+    assert_eq!(
+        read[0].payload().unwrap()["UserCreated"]["name"],
+        "Grace Hopper"
+    );
     // cadence-v2, the default: no order yet, on the day of joining: 51.5 + 12 (new) -> 64.
     assert_eq!(rows[1].2["UserScored"]["score"], 64);
     assert_eq!(rows[1].2["UserScored"]["policy"], "cadence-v2");
@@ -114,8 +138,9 @@ async fn events_round_trip_with_their_metadata_and_the_log_columns_are_filled(po
     assert_eq!(committed.position.transaction_id, rows[1].5);
 
     // And cqrs-es reads them back into the same client.
-    let store = PersistedEventStore::<_, Client>::new_event_store(PostgresEventRepository::new(
+    let store = PersistedEventStore::<_, Client>::new_event_store(LogRepository::new(
         pool.clone(),
+        vault(),
     ));
     let loaded = store.load_events(&id.to_string()).await.unwrap();
     assert_eq!(loaded.len(), 2);
@@ -152,8 +177,9 @@ async fn thirty_two_concurrent_orders_on_one_user_all_count(pool: PgPool) {
     .await
     .unwrap();
     assert_eq!(orders, 32);
-    let store = PersistedEventStore::<_, Client>::new_event_store(PostgresEventRepository::new(
+    let store = PersistedEventStore::<_, Client>::new_event_store(LogRepository::new(
         pool.clone(),
+        vault(),
     ));
     let mut context = store.load_aggregate(&id.to_string()).await.unwrap();
     let client = cqrs_es::AggregateContext::aggregate(&mut context).clone();
@@ -217,7 +243,7 @@ async fn a_user_loaded_from_a_snapshot_equals_the_user_replayed_from_every_event
             .unwrap();
     assert_eq!(snapshots, 1, "a snapshot was written");
 
-    let repo = || PostgresEventRepository::new(pool.clone());
+    let repo = || LogRepository::new(pool.clone(), vault());
     let mut from_snapshot =
         PersistedEventStore::<_, Client>::new_snapshot_store(repo(), SNAPSHOT_EVERY)
             .load_aggregate(&id.to_string())
@@ -282,7 +308,14 @@ async fn bad_input_is_refused_naming_the_field_and_nothing_is_appended(pool: PgP
 #[sqlx::test(migrator = "projections::db::MIGRATOR")]
 async fn two_instances_writing_one_client_in_turn_see_each_others_orders(pool: PgPool) {
     let (a, clock) = bus(&pool);
-    let b = CommandBus::new(pool.clone(), ClientServices::default(), clock.clone());
+    let b = CommandBus::new(
+        pool.clone(),
+        std::sync::Arc::new(projections::vault::Vault::new(
+            &projections::vault::MasterKey::new([7; 32]),
+        )),
+        ClientServices::default(),
+        clock.clone(),
+    );
     let id = Uuid::new_v4();
     let meta = CommandMetadata::for_actor("test");
     a.execute(id, create(id), &meta).await.unwrap();
@@ -318,7 +351,14 @@ async fn two_instances_writing_one_client_in_turn_see_each_others_orders(pool: P
 #[sqlx::test(migrator = "projections::db::MIGRATOR")]
 async fn concurrent_orders_from_two_instances_all_count_once(pool: PgPool) {
     let (a, clock) = bus(&pool);
-    let b = CommandBus::new(pool.clone(), ClientServices::default(), clock.clone());
+    let b = CommandBus::new(
+        pool.clone(),
+        std::sync::Arc::new(projections::vault::Vault::new(
+            &projections::vault::MasterKey::new([7; 32]),
+        )),
+        ClientServices::default(),
+        clock.clone(),
+    );
     let id = Uuid::new_v4();
     let meta = CommandMetadata::for_actor("test");
     a.execute(id, create(id), &meta).await.unwrap();
@@ -345,4 +385,11 @@ async fn concurrent_orders_from_two_instances_all_count_once(pool: PgPool) {
     // Two events per order (the order and its score) plus the creation's.
     let creation = 2;
     assert!(event_count(&pool, id).await <= creation + 26 * 2);
+}
+
+/// The tests' vault (the same master key as every other test's).
+fn vault() -> std::sync::Arc<projections::vault::Vault> {
+    std::sync::Arc::new(projections::vault::Vault::new(
+        &projections::vault::MasterKey::new([7; 32]),
+    ))
 }

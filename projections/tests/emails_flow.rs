@@ -73,7 +73,15 @@ async fn a_successful_reply_records_one_email_with_its_generator_and_usage(pool:
         .unwrap()
         .contains("\"name\":\"Ada Lovelace\""));
     // The causation of the email is the triggering event.
-    let history = projections::log::read_stream(&pool, user).await.unwrap();
+    let history = projections::log::read_stream(
+        &pool,
+        &std::sync::Arc::new(projections::vault::Vault::new(
+            &projections::vault::MasterKey::new([7; 32]),
+        )),
+        user,
+    )
+    .await
+    .unwrap();
     let recorded = history
         .iter()
         .find(|e| e.event_type == "EmailGenerated")

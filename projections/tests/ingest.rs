@@ -22,7 +22,14 @@ fn bus(pool: &PgPool) -> CommandBus {
     let clock = Arc::new(ManualClock::new(
         Utc.with_ymd_and_hms(2026, 6, 1, 12, 0, 0).unwrap(),
     ));
-    CommandBus::new(pool.clone(), ClientServices::default(), clock)
+    CommandBus::new(
+        pool.clone(),
+        std::sync::Arc::new(projections::vault::Vault::new(
+            &projections::vault::MasterKey::new([7; 32]),
+        )),
+        ClientServices::default(),
+        clock,
+    )
 }
 
 fn ingest(pool: &PgPool) -> Ingest {
@@ -126,6 +133,9 @@ type Row = (
 async fn catch_up(pool: &PgPool) {
     Consumer::new(
         pool.clone(),
+        std::sync::Arc::new(projections::vault::Vault::new(
+            &projections::vault::MasterKey::new([7; 32]),
+        )),
         UsersView::live(),
         ConsumerSettings::default(),
         LogSignal::new(),
@@ -341,7 +351,15 @@ async fn the_views_after_an_import_equal_a_rebuild(pool: PgPool) {
             .await
             .unwrap()
     };
-    rebuild(&pool, ReadModel::Users).await.unwrap();
+    rebuild(
+        &pool,
+        &std::sync::Arc::new(projections::vault::Vault::new(
+            &projections::vault::MasterKey::new([7; 32]),
+        )),
+        ReadModel::Users,
+    )
+    .await
+    .unwrap();
     let rebuilt: Vec<serde_json::Value> =
         sqlx::query_scalar("select to_jsonb(u) from users u order by id")
             .fetch_all(&pool)
@@ -506,16 +524,18 @@ async fn a_commit_across_a_snapshot_boundary_loses_no_event_on_the_next_load(poo
     }
     // A fresh bus has no cache: it loads from the snapshot and the events after it.
     let loaded = self::bus(&pool).load(id).await.unwrap();
-    let events: Vec<(String,)> = sqlx::query_as(
-        "select payload::text from events where aggregate_id = $1 order by sequence",
+    let events = projections::log::read_stream(
+        &pool,
+        &std::sync::Arc::new(projections::vault::Vault::new(
+            &projections::vault::MasterKey::new([7; 32]),
+        )),
+        id,
     )
-    .bind(id.to_string())
-    .fetch_all(&pool)
     .await
     .unwrap();
     let mut replayed = domain::client::Client::default();
-    for (payload,) in events {
-        cqrs_es::Aggregate::apply(&mut replayed, serde_json::from_str(&payload).unwrap());
+    for stored in events {
+        cqrs_es::Aggregate::apply(&mut replayed, stored.event().unwrap());
     }
     assert_eq!(loaded, replayed);
 }
@@ -526,7 +546,14 @@ async fn imported_history_emails_nobody_and_the_next_ordinary_score_decides(pool
     let clock = Arc::new(ManualClock::new(
         Utc.with_ymd_and_hms(2026, 6, 1, 12, 0, 0).unwrap(),
     ));
-    let bus = CommandBus::new(pool.clone(), ClientServices::default(), clock.clone());
+    let bus = CommandBus::new(
+        pool.clone(),
+        std::sync::Arc::new(projections::vault::Vault::new(
+            &projections::vault::MasterKey::new([7; 32]),
+        )),
+        ClientServices::default(),
+        clock.clone(),
+    );
     let ingest = Ingest::new(
         &bus,
         pool.clone(),
@@ -551,6 +578,9 @@ async fn imported_history_emails_nobody_and_the_next_ordinary_score_decides(pool
     assert_eq!(view[0].5, "at_risk", "the lapse is long past: {view:?}");
     let manager = Consumer::new(
         pool.clone(),
+        std::sync::Arc::new(projections::vault::Vault::new(
+            &projections::vault::MasterKey::new([7; 32]),
+        )),
         ProcessManager::new(ProcessManagerSettings::default()),
         ConsumerSettings::default(),
         LogSignal::new(),

@@ -34,7 +34,14 @@ fn clock() -> Arc<ManualClock> {
 }
 
 fn bus(pool: &PgPool, clock: Arc<ManualClock>) -> CommandBus {
-    CommandBus::new(pool.clone(), ClientServices::default(), clock)
+    CommandBus::new(
+        pool.clone(),
+        std::sync::Arc::new(projections::vault::Vault::new(
+            &projections::vault::MasterKey::new([7; 32]),
+        )),
+        ClientServices::default(),
+        clock,
+    )
 }
 
 fn settings() -> ConsumerSettings {
@@ -135,6 +142,9 @@ async fn an_event_committed_late_with_a_smaller_position_is_not_skipped(pool: Pg
 
     let consumer = Consumer::new(
         pool.clone(),
+        std::sync::Arc::new(projections::vault::Vault::new(
+            &projections::vault::MasterKey::new([7; 32]),
+        )),
         UsersView::live(),
         settings(),
         LogSignal::new(),
@@ -199,7 +209,15 @@ async fn a_batch_that_fails_halfway_leaves_view_and_checkpoint_as_they_were(pool
         inner: UsersView::live(),
         failures: AtomicUsize::new(1),
     };
-    let consumer = Consumer::new(pool.clone(), projection, settings(), LogSignal::new());
+    let consumer = Consumer::new(
+        pool.clone(),
+        std::sync::Arc::new(projections::vault::Vault::new(
+            &projections::vault::MasterKey::new([7; 32]),
+        )),
+        projection,
+        settings(),
+        LogSignal::new(),
+    );
 
     let error = consumer.run_once().await.unwrap_err();
     assert!(format!("{error:#}").contains("injected crash"));
@@ -263,8 +281,24 @@ async fn two_instances_of_one_consumer_apply_every_event_exactly_once(pool: PgPo
         poll_interval: Duration::from_millis(50),
         ..settings()
     };
-    let first = Consumer::new(pool.clone(), Counting, small.clone(), signal.clone());
-    let second = Consumer::new(pool.clone(), Counting, small, signal.clone());
+    let first = Consumer::new(
+        pool.clone(),
+        std::sync::Arc::new(projections::vault::Vault::new(
+            &projections::vault::MasterKey::new([7; 32]),
+        )),
+        Counting,
+        small.clone(),
+        signal.clone(),
+    );
+    let second = Consumer::new(
+        pool.clone(),
+        std::sync::Arc::new(projections::vault::Vault::new(
+            &projections::vault::MasterKey::new([7; 32]),
+        )),
+        Counting,
+        small,
+        signal.clone(),
+    );
     let runners = [
         tokio::spawn(first.run(stop.clone())),
         tokio::spawn(second.run(stop.clone())),
@@ -292,7 +326,16 @@ async fn two_instances_of_one_consumer_apply_every_event_exactly_once(pool: PgPo
         writer.await.unwrap();
     }
     let head = log::head(&pool).await.unwrap();
-    let handle = Consumer::new(pool.clone(), Counting, settings(), signal).handle();
+    let handle = Consumer::new(
+        pool.clone(),
+        std::sync::Arc::new(projections::vault::Vault::new(
+            &projections::vault::MasterKey::new([7; 32]),
+        )),
+        Counting,
+        settings(),
+        signal,
+    )
+    .handle();
     handle
         .wait_for(head, Duration::from_secs(20))
         .await
@@ -393,12 +436,18 @@ async fn a_rebuilt_view_equals_the_live_one_row_for_row_after_a_random_history(p
 
     let live_users = Consumer::new(
         pool.clone(),
+        std::sync::Arc::new(projections::vault::Vault::new(
+            &projections::vault::MasterKey::new([7; 32]),
+        )),
         UsersView::live(),
         settings(),
         LogSignal::new(),
     );
     let live_emails = Consumer::new(
         pool.clone(),
+        std::sync::Arc::new(projections::vault::Vault::new(
+            &projections::vault::MasterKey::new([7; 32]),
+        )),
         EmailsView::live(),
         settings(),
         LogSignal::new(),
@@ -413,7 +462,15 @@ async fn a_rebuilt_view_equals_the_live_one_row_for_row_after_a_random_history(p
     assert!(users_before.iter().any(|u| u["status"] == "UNSUBSCRIBED"));
 
     for model in ReadModel::ALL {
-        let report = rebuild(&pool, model).await.unwrap();
+        let report = rebuild(
+            &pool,
+            &std::sync::Arc::new(projections::vault::Vault::new(
+                &projections::vault::MasterKey::new([7; 32]),
+            )),
+            model,
+        )
+        .await
+        .unwrap();
         assert_eq!(report.events as i64, events);
     }
     assert_eq!(table_rows(&pool, "users").await, users_before);
@@ -471,6 +528,9 @@ async fn an_old_version_event_in_the_log_still_projects_and_loads(pool: PgPool) 
 
     let consumer = Consumer::new(
         pool.clone(),
+        std::sync::Arc::new(projections::vault::Vault::new(
+            &projections::vault::MasterKey::new([7; 32]),
+        )),
         UsersView::live(),
         settings(),
         LogSignal::new(),
@@ -482,7 +542,15 @@ async fn an_old_version_event_in_the_log_still_projects_and_loads(pool: PgPool) 
         (1, 1250, 2)
     );
 
-    let events = log::read_stream(&pool, id).await.unwrap();
+    let events = log::read_stream(
+        &pool,
+        &std::sync::Arc::new(projections::vault::Vault::new(
+            &projections::vault::MasterKey::new([7; 32]),
+        )),
+        id,
+    )
+    .await
+    .unwrap();
     let domain::client::ClientEvent::OrderPlaced(placed) = events[1].event().unwrap() else {
         panic!()
     };
@@ -507,7 +575,15 @@ async fn an_old_version_event_in_the_log_still_projects_and_loads(pool: PgPool) 
 async fn a_command_can_wait_until_its_own_write_is_in_the_view(pool: PgPool) {
     let stop = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
-    let models = projections::runtime::start(&pool, &settings(), &mut tasks, &stop);
+    let models = projections::runtime::start(
+        &pool,
+        &std::sync::Arc::new(projections::vault::Vault::new(
+            &projections::vault::MasterKey::new([7; 32]),
+        )),
+        &settings(),
+        &mut tasks,
+        &stop,
+    );
     let clock = clock();
     let bus = bus(&pool, clock.clone());
     let meta = CommandMetadata::for_actor("t");
@@ -559,7 +635,15 @@ async fn a_command_can_wait_until_its_own_write_is_in_the_view(pool: PgPool) {
 async fn consumers_keep_going_when_their_connections_are_cut(pool: PgPool) {
     let stop = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
-    let models = projections::runtime::start(&pool, &settings(), &mut tasks, &stop);
+    let models = projections::runtime::start(
+        &pool,
+        &std::sync::Arc::new(projections::vault::Vault::new(
+            &projections::vault::MasterKey::new([7; 32]),
+        )),
+        &settings(),
+        &mut tasks,
+        &stop,
+    );
     let clock = clock();
     let bus = bus(&pool, clock.clone());
     let meta = CommandMetadata::for_actor("t");

@@ -44,7 +44,14 @@ fn order(id: &str, at: chrono::DateTime<Utc>) -> ClientAction {
 }
 
 async fn events_of(pool: &PgPool, id: Uuid) -> usize {
-    log::read_stream(pool, id).await.unwrap().len()
+    log::read_stream(
+        pool,
+        &projections::vault::Vault::new(&projections::vault::MasterKey::new([7; 32])),
+        id,
+    )
+    .await
+    .unwrap()
+    .len()
 }
 
 #[sqlx::test(migrator = "projections::db::MIGRATOR")]
@@ -52,14 +59,29 @@ async fn a_lapsing_client_crosses_the_threshold_by_itself_as_the_clock_moves(poo
     let clock = Arc::new(ManualClock::new(
         Utc.with_ymd_and_hms(2026, 2, 1, 8, 0, 0).unwrap(),
     ));
-    let bus = CommandBus::new(pool.clone(), ClientServices::default(), clock.clone());
+    let bus = CommandBus::new(
+        pool.clone(),
+        std::sync::Arc::new(projections::vault::Vault::new(
+            &projections::vault::MasterKey::new([7; 32]),
+        )),
+        ClientServices::default(),
+        clock.clone(),
+    );
     let stop = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
     let settings = ConsumerSettings {
         poll_interval: Duration::from_millis(100),
         ..Default::default()
     };
-    let models = projections::runtime::start(&pool, &settings, &mut tasks, &stop);
+    let models = projections::runtime::start(
+        &pool,
+        &std::sync::Arc::new(projections::vault::Vault::new(
+            &projections::vault::MasterKey::new([7; 32]),
+        )),
+        &settings,
+        &mut tasks,
+        &stop,
+    );
     let rescorer = Rescorer::new(
         pool.clone(),
         bus.clone(),
@@ -123,7 +145,15 @@ async fn a_lapsing_client_crosses_the_threshold_by_itself_as_the_clock_moves(poo
     assert!((45..=60).contains(&day), "crossed on day {day}");
     let row = load_user(&pool, lapsing).await.unwrap().unwrap();
     assert!(row.engagement_score < 50);
-    let history = log::read_stream(&pool, lapsing).await.unwrap();
+    let history = log::read_stream(
+        &pool,
+        &std::sync::Arc::new(projections::vault::Vault::new(
+            &projections::vault::MasterKey::new([7; 32]),
+        )),
+        lapsing,
+    )
+    .await
+    .unwrap();
     let crossing = history.last().unwrap();
     assert_eq!(crossing.event_type, "UserScored");
     assert_eq!(
@@ -151,7 +181,14 @@ async fn switching_policy_and_rescoring_everyone_is_one_call(pool: PgPool) {
         policy: Arc::new(SeedV1),
         ..ClientServices::default()
     };
-    let old_bus = CommandBus::new(pool.clone(), seed, clock.clone());
+    let old_bus = CommandBus::new(
+        pool.clone(),
+        std::sync::Arc::new(projections::vault::Vault::new(
+            &projections::vault::MasterKey::new([7; 32]),
+        )),
+        seed,
+        clock.clone(),
+    );
     let meta = CommandMetadata::for_actor("test");
     let ids: Vec<Uuid> = (0..5).map(|_| Uuid::new_v4()).collect();
     for id in &ids {
@@ -162,14 +199,29 @@ async fn switching_policy_and_rescoring_everyone_is_one_call(pool: PgPool) {
         .await
         .unwrap();
 
-    let new_bus = CommandBus::new(pool.clone(), ClientServices::default(), clock.clone());
+    let new_bus = CommandBus::new(
+        pool.clone(),
+        std::sync::Arc::new(projections::vault::Vault::new(
+            &projections::vault::MasterKey::new([7; 32]),
+        )),
+        ClientServices::default(),
+        clock.clone(),
+    );
     assert_eq!(
         rescore_all(&pool, &new_bus, 2).await.unwrap(),
         4,
         "the deleted client is skipped"
     );
     for id in &ids[..4] {
-        let events = log::read_stream(&pool, *id).await.unwrap();
+        let events = log::read_stream(
+            &pool,
+            &std::sync::Arc::new(projections::vault::Vault::new(
+                &projections::vault::MasterKey::new([7; 32]),
+            )),
+            *id,
+        )
+        .await
+        .unwrap();
         let last = events.last().unwrap().payload().unwrap();
         assert_eq!(last["UserScored"]["policy"], "cadence-v2");
     }

@@ -41,7 +41,14 @@ fn flow(pool: &PgPool, clock: Arc<ManualClock>, percent: u8) -> Flow {
             ..ProcessManagerSettings::default()
         },
     );
-    flow.bus = CommandBus::new(pool.clone(), services, clock);
+    flow.bus = CommandBus::new(
+        pool.clone(),
+        std::sync::Arc::new(projections::vault::Vault::new(
+            &projections::vault::MasterKey::new([7; 32]),
+        )),
+        services,
+        clock,
+    );
     flow
 }
 
@@ -213,7 +220,15 @@ async fn a_group_survives_a_rebuild_and_a_change_of_the_setting(pool: PgPool) {
     }
     assert!(before.iter().any(|(_, g)| *g == EngagementGroup::Holdout));
     flow.catch_up().await;
-    rebuild(&pool, ReadModel::Users).await.unwrap();
+    rebuild(
+        &pool,
+        &std::sync::Arc::new(projections::vault::Vault::new(
+            &projections::vault::MasterKey::new([7; 32]),
+        )),
+        ReadModel::Users,
+    )
+    .await
+    .unwrap();
     // Another instance with the holdout off: nobody already assigned moves.
     let other = self::flow(&pool, clock, 0);
     for (id, group) in &before {
@@ -241,6 +256,9 @@ async fn clients_from_before_the_holdout_are_recorded_as_treatment_once(pool: Pg
         .unwrap();
     let bus = CommandBus::new(
         pool.clone(),
+        std::sync::Arc::new(projections::vault::Vault::new(
+            &projections::vault::MasterKey::new([7; 32]),
+        )),
         ClientServices::default(),
         Arc::new(ManualClock::new(t0)),
     );
@@ -293,6 +311,9 @@ async fn the_trend_counts_each_day_as_it_stood(pool: PgPool) {
     flow.run(ids[1], ClientAction::DeleteUser).await;
     let trend = Consumer::new(
         pool.clone(),
+        std::sync::Arc::new(projections::vault::Vault::new(
+            &projections::vault::MasterKey::new([7; 32]),
+        )),
         TrendView,
         ConsumerSettings::default(),
         LogSignal::new(),
@@ -325,6 +346,9 @@ async fn the_trend_counts_each_day_as_it_stood(pool: PgPool) {
         .unwrap();
     Consumer::new(
         pool.clone(),
+        std::sync::Arc::new(projections::vault::Vault::new(
+            &projections::vault::MasterKey::new([7; 32]),
+        )),
         TrendView,
         ConsumerSettings::default(),
         LogSignal::new(),

@@ -4,6 +4,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use projections::vault::Vault;
+
 use async_graphql::dataloader::{DataLoader, Loader};
 use chrono::{DateTime, Utc};
 use projections::log::{self, StreamPage};
@@ -84,6 +86,7 @@ impl EventsPageKey {
 /// The loader behind every batched read.
 pub struct PgLoader {
     pool: PgPool,
+    vault: Arc<Vault>,
 }
 
 type LoadError = Arc<anyhow::Error>;
@@ -194,7 +197,7 @@ impl Loader<EventsPageKey> for PgLoader {
                 limit: k.limit + 1,
             })
             .collect();
-        let events = log::read_stream_pages(&self.pool, &pages)
+        let events = log::read_stream_pages(&self.pool, &self.vault, &pages)
             .await
             .map_err(Arc::new)?;
         let counted = counted_users(keys);
@@ -214,10 +217,10 @@ pub struct Loaders {
 }
 
 impl Loaders {
-    /// Loaders over `pool`, for one request.
-    pub fn new(pool: PgPool) -> Self {
+    /// Loaders over `pool` (opening personal data with `vault`), for one request.
+    pub fn new(pool: PgPool, vault: Arc<Vault>) -> Self {
         Self {
-            inner: DataLoader::new(PgLoader { pool }, tokio::spawn),
+            inner: DataLoader::new(PgLoader { pool, vault }, tokio::spawn),
         }
     }
 

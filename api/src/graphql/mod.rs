@@ -57,6 +57,8 @@ pub struct ApiContext {
     pub emails: projections::runtime::EmailRuntime,
     /// Wakes email workers (a job was put back).
     pub jobs_signal: Arc<tokio::sync::Notify>,
+    /// Where erasures are recorded besides the log.
+    pub erasure_ledger: Option<projections::vault::erasure::Ledger>,
     /// The demo's fill, when serving one.
     pub demo: Option<Arc<crate::demo::DemoProgress>>,
 }

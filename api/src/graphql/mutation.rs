@@ -6,8 +6,8 @@ use std::time::Duration;
 use async_graphql::{Context, InputObject, Object, ID};
 use chrono::{DateTime, Utc};
 use domain::client::{
-    CancelOrder, ClientAction, CreateUser, DeliveryAction, ImportedHistory, PlaceOrder,
-    SetEngagementScore, UpdateUser,
+    CancelOrder, ClientAction, ClientCommand, CreateUser, DeliveryAction, ImportedHistory,
+    PlaceOrder, SetEngagementScore, UpdateUser,
 };
 use domain::values::{Categories, EmailAddress, ExternalId, Money, OrderId, Score, UserName};
 use projections::commands::{CommandMetadata, Committed};
@@ -294,6 +294,66 @@ impl Mutation {
     async fn delete_user(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<ID> {
         let uuid = parse_id(&id, "id")?;
         run(ctx, uuid, ClientAction::DeleteUser).await?;
+        Ok(id)
+    }
+
+    /// Erases a client's personal data for good (admin; GDPR Article 17): their key is
+    /// deleted, so every copy of their name, address and emails in the log and snapshots
+    /// becomes unreadable at once, and the views, emails and jobs are scrubbed before this
+    /// answers. The history keeps every event's type, time, actor and non-personal facts.
+    /// `reason` is recorded as given: a reference (a ticket), not the person's words.
+    /// Erasing an erased client changes nothing. Returns the id.
+    #[graphql(guard = "RoleGuard::new(Role::Admin)")]
+    async fn erase_user(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        reason: String,
+    ) -> async_graphql::Result<ID> {
+        let uuid = parse_id(&id, "id")?;
+        let api = ctx.data_unchecked::<ApiContext>();
+        let already = api
+            .commands
+            .load(uuid)
+            .await
+            .map_err(ApiError::from)?
+            .lifecycle()
+            == domain::client::Lifecycle::Erased;
+        let meta = metadata(ctx)?;
+        let now = api.commands.clock().now();
+        let committed = api
+            .commands
+            .execute_at(
+                uuid,
+                ClientCommand::new(
+                    ClientAction::EraseUser {
+                        reason: reason.clone(),
+                    },
+                    now,
+                ),
+                &meta,
+            )
+            .await
+            .map_err(ApiError::from)?;
+        // The answer waits for every view that held the client's data to scrub it.
+        wait_for_users(ctx, committed.position).await?;
+        api.read_models
+            .emails
+            .wait_for(committed.position, READ_YOUR_WRITES)
+            .await
+            .map_err(ApiError::from)?;
+        if let (false, Some(ledger)) = (already, &api.erasure_ledger) {
+            let entry = projections::vault::erasure::Erasure {
+                user_id: uuid,
+                erased_at: now,
+                actor: meta.actor,
+                reason: reason.trim().to_owned(),
+            };
+            if let Err(error) = ledger.append(&entry) {
+                // The erasure stands; `engagement erasures export` writes the ledger from the log.
+                tracing::error!(error = %format!("{error:#}"), ledger = %ledger.path().display(), "could not record an erasure in the ledger; run `engagement erasures export`");
+            }
+        }
         Ok(id)
     }
 

@@ -283,7 +283,7 @@ impl Query {
                 return Err(ApiError::validation("version", "must be at least 1").into());
             }
         }
-        let events = projections::log::read_stream(&api.pool, id)
+        let events = projections::log::read_stream(&api.pool, api.commands.vault(), id)
             .await
             .map_err(ApiError::from)?;
         if events.is_empty() {

@@ -317,10 +317,13 @@ pub struct Event {
     pub version: String,
     /// When the database recorded it.
     pub recorded_at: DateTime<Utc>,
-    /// The event's fields, upcast to the current schema (`type` says which event it is).
+    /// The event's fields, upcast to the current schema (`type` says which event it is). The
+    /// personal fields of an erased client's events are `null` (listed in `erased`).
     pub payload: async_graphql::Json<Value>,
     /// `actor`, `requestId`, `correlationId`, `causationId`.
     pub metadata: async_graphql::Json<Value>,
+    /// The personal fields this event held that were erased with the client (`eraseUser`).
+    pub erased: Vec<String>,
 }
 
 impl Event {
@@ -336,14 +339,29 @@ impl Event {
             event_type: e.event_type.clone(),
             version: e.event_version.clone(),
             recorded_at: e.recorded_at,
-            payload: async_graphql::Json(untagged(&e.event_type, e.payload()?)),
+            payload: async_graphql::Json(shown_erased(
+                untagged(&e.event_type, e.payload()?),
+                &e.erased,
+            )),
             metadata: async_graphql::Json(e.metadata.clone()),
+            erased: e.erased.clone(),
         })
     }
 }
 
 /// The log stores an event tagged with its type (`{"UserScored": {...}}`, serde's external
 /// tagging); the API gives the fields alone, since `type` already names the event.
+/// `payload` with its `erased` fields as `null` (the log reads them blank, for the code that
+/// needs a value).
+fn shown_erased(mut payload: Value, erased: &[String]) -> Value {
+    if let Value::Object(fields) = &mut payload {
+        for name in erased {
+            fields.insert(name.clone(), Value::Null);
+        }
+    }
+    payload
+}
+
 fn untagged(event_type: &str, payload: Value) -> Value {
     match payload {
         Value::Object(mut tagged) if tagged.len() == 1 && tagged.contains_key(event_type) => {

@@ -247,10 +247,10 @@ async fn execute(
             }
         }
     }
-    let mut request = request
-        .data(principal)
-        .data(meta)
-        .data(Loaders::new(state.pool.clone()));
+    let mut request = request.data(principal).data(meta).data(Loaders::new(
+        state.pool.clone(),
+        state.commands.vault().clone(),
+    ));
     if let Some(doc) = doc {
         request.set_parsed_query((*doc).clone());
     }

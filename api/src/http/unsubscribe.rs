@@ -85,7 +85,7 @@ async fn unsubscribe(State(state): State<AppState>, Path(token): Path<String>) -
     let metadata = CommandMetadata::for_actor("unsubscribe-link");
     match state.commands.execute(user_id, action, &metadata).await {
         // A deleted (or erased) client gets nothing more either way.
-        Ok(_) | Err(CommandError::Rejected(ClientError::Deleted)) => html(
+        Ok(_) | Err(CommandError::Rejected(ClientError::Deleted | ClientError::Erased)) => html(
             StatusCode::OK,
             "You are unsubscribed",
             "<p>You will get no more of these emails.</p>",

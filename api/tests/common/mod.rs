@@ -137,7 +137,7 @@ async fn spawn_with(
             interval: rescore_interval,
             ..Default::default()
         },
-        ..AppParts::new(pool.clone())
+        ..AppParts::new(pool.clone(), &projections::vault::MasterKey::new([7; 32]))
     };
     parts.order_webhook = api::http::webhooks::WebhookSecrets::parse(WEBHOOK_SECRETS);
     parts.email_events_webhook = api::http::webhooks::WebhookSecrets::parse(WEBHOOK_SECRETS);

@@ -13,6 +13,7 @@ use sqlx::PgPool;
 
 pub const OPERATOR: &str = "operator-token-for-process-tests";
 pub const VIEWER: &str = "viewer-token-for-process-tests";
+pub const ADMIN: &str = "admin-token-for-process-tests";
 pub const MASTER_KEY: &str = "AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA=";
 
 /// The URL of the test's own database (sqlx::test made it on DATABASE_URL's server).
@@ -48,9 +49,10 @@ impl Server {
             .env(
                 "API_TOKENS",
                 format!(
-                    "operator:ops:{},viewer:prom:{}",
+                    "operator:ops:{},viewer:prom:{},admin:dpo:{}",
                     digest_hex(OPERATOR),
-                    digest_hex(VIEWER)
+                    digest_hex(VIEWER),
+                    digest_hex(ADMIN)
                 ),
             )
             .env("MASTER_KEY", MASTER_KEY)
@@ -95,9 +97,14 @@ impl Server {
 
     /// The whole GraphQL answer to `query`, as the operator.
     pub async fn gql_answer(&self, query: &str, variables: Value) -> Value {
+        self.gql_answer_as(OPERATOR, query, variables).await
+    }
+
+    /// The whole GraphQL answer to `query`, as the holder of `token`.
+    pub async fn gql_answer_as(&self, token: &str, query: &str, variables: Value) -> Value {
         reqwest::Client::new()
             .post(format!("{}/graphql", self.address))
-            .bearer_auth(OPERATOR)
+            .bearer_auth(token)
             .json(&json!({ "query": query, "variables": variables }))
             .send()
             .await

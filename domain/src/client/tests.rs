@@ -731,7 +731,10 @@ fn an_erasure_forgets_the_person_refuses_every_later_command_and_is_idempotent()
     assert_eq!(client.lifecycle(), Lifecycle::Erased);
     assert_eq!((client.name(), client.email()), ("", ""));
     assert_eq!(client.external_id(), None);
-    assert_eq!(ClientStatus::of(client.lifecycle()), Some(ClientStatus::Erased));
+    assert_eq!(
+        ClientStatus::of(client.lifecycle()),
+        Some(ClientStatus::Erased)
+    );
     for action in [
         ClientAction::CreateUser(create_user()),
         order("o-2", "1", day(4)),

@@ -11,6 +11,7 @@
 //! idempotent, so the caller runs the batch again.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
@@ -27,6 +28,7 @@ use super::store::persistence_failed_on_conflict;
 use super::{unreachable_database, CommandMetadata, SNAPSHOT_EVERY};
 use crate::log::position::LogPosition;
 use crate::log::upcast::upcasters;
+use crate::vault::{personal, Vault};
 
 /// A client a batch writes to is snapshotted once this many events have followed its last
 /// snapshot.
@@ -79,6 +81,7 @@ struct Loaded {
 #[derive(Clone)]
 pub struct Batch {
     pool: PgPool,
+    vault: Arc<Vault>,
     services: ClientServices,
 }
 
@@ -89,9 +92,14 @@ impl std::fmt::Debug for Batch {
 }
 
 impl Batch {
-    /// A batch writer over `pool`, deciding with `services`.
-    pub fn new(pool: PgPool, services: ClientServices) -> Self {
-        Self { pool, services }
+    /// A batch writer over `pool`, sealing personal data with `vault`, deciding with
+    /// `services`.
+    pub fn new(pool: PgPool, vault: Arc<Vault>, services: ClientServices) -> Self {
+        Self {
+            pool,
+            vault,
+            services,
+        }
     }
 
     /// Decides `commands` (at most one per client) at `now` and records all their events
@@ -108,6 +116,12 @@ impl Batch {
         now: DateTime<Utc>,
         metadata: &CommandMetadata,
     ) -> Result<BatchOutcome, BatchError> {
+        assert!(
+            !commands
+                .iter()
+                .any(|(_, action)| matches!(action, ClientAction::EraseUser { .. })),
+            "erasures go through the command bus, whose append deletes the key"
+        );
         let ids: Vec<String> = commands.iter().map(|(id, _)| id.to_string()).collect();
         let mut loaded = self.load(&ids).await?;
         assert_eq!(loaded.len(), ids.len(), "one command per user in a batch");
@@ -157,11 +171,51 @@ impl Batch {
                 position: None,
             });
         }
+        self.seal(&mut rows, &mut snapshots).await?;
         let position = self.append(&rows, &snapshots).await?;
         Ok(BatchOutcome {
             results,
             position: Some(position),
         })
+    }
+
+    /// Seals the personal fields of the batch's events and snapshots, with every key they need
+    /// fetched (or made) in one statement.
+    async fn seal(
+        &self,
+        rows: &mut Rows,
+        snapshots: &mut [(String, i64, i64, Value)],
+    ) -> Result<(), BatchError> {
+        let mut clients: Vec<String> = rows
+            .personal
+            .iter()
+            .map(|&i| rows.ids[i].clone())
+            .chain(snapshots.iter().map(|s| s.0.clone()))
+            .collect();
+        clients.sort_unstable();
+        clients.dedup();
+        if clients.is_empty() {
+            return Ok(());
+        }
+        let keys = self
+            .vault
+            .keys_for_writing(&self.pool, &clients)
+            .await
+            .map_err(|e| match e.downcast::<sqlx::Error>() {
+                Ok(e) => failed(e, "storing data keys"),
+                Err(e) => BatchError::Unexpected(e),
+            })?;
+        for &i in &rows.personal {
+            let client = &rows.ids[i];
+            let mut payload: Value =
+                serde_json::from_str(&rows.payloads[i]).context("re-reading an event")?;
+            personal::seal(&keys[client], client, &rows.types[i], &mut payload)?;
+            rows.payloads[i] = payload.to_string();
+        }
+        for (client, _, _, payload) in snapshots.iter_mut() {
+            personal::seal(&keys[client.as_str()], client, personal::SNAPSHOT, payload)?;
+        }
+        Ok(())
     }
 
     async fn append(
@@ -266,6 +320,11 @@ impl Batch {
         .fetch_all(&mut *conn)
         .await
         .map_err(|e| failed(e, "loading snapshots"))?;
+        let keys = self
+            .vault
+            .keys(&mut *conn, ids)
+            .await
+            .context("loading data keys")?;
         let mut loaded: HashMap<String, Loaded> = ids
             .iter()
             .map(|id| {
@@ -280,7 +339,8 @@ impl Batch {
                 )
             })
             .collect();
-        for (id, sequence, current, payload) in snapshots {
+        for (id, sequence, current, mut payload) in snapshots {
+            personal::open(keys.get(&id), &id, personal::SNAPSHOT, &mut payload)?;
             let client: Client =
                 serde_json::from_value(payload).context("reading a user's snapshot")?;
             loaded.insert(
@@ -312,7 +372,10 @@ impl Batch {
         .await
         .map_err(|e| failed(e, "loading events"))?;
         let upcasters = upcasters();
-        for (id, sequence, event_type, event_version, payload) in events {
+        for (id, sequence, event_type, event_version, mut payload) in events {
+            if personal::is_personal(&event_type) {
+                personal::open(keys.get(&id), &id, &event_type, &mut payload)?;
+            }
             let mut event = SerializedEvent::new(
                 id.clone(),
                 sequence as usize,
@@ -347,11 +410,16 @@ struct Rows {
     /// As JSON text: serialized once, straight from the event, where a `Value` tree per
     /// event was the import's largest allocator.
     payloads: Vec<String>,
+    /// The rows whose events have personal fields to seal.
+    personal: Vec<usize>,
     metadata: Value,
 }
 
 impl Rows {
     fn push(&mut self, id: &str, sequence: usize, event: &ClientEvent) -> anyhow::Result<()> {
+        if personal::carries_personal_data(event) {
+            self.personal.push(self.ids.len());
+        }
         self.ids.push(id.to_owned());
         self.sequences.push(sequence as i64);
         self.types.push(event.event_type());

@@ -221,7 +221,7 @@ impl CommandBus {
                 Claim::ClientHasAnother => return Err(has_another()),
                 Claim::Taken(owner) => {
                     let client = self.load(owner).await?;
-                    if client.lifecycle() == Lifecycle::Deleted {
+                    if matches!(client.lifecycle(), Lifecycle::Deleted | Lifecycle::Erased) {
                         // The person left and came back: a new client, a new stream.
                         reassign(&self.pool, external_id.as_str(), owner, create.id)
                             .await
@@ -280,7 +280,10 @@ impl CommandBus {
             {
                 Claim::ClientHasAnother => return Err(has_another()),
                 Claim::Taken(owner) => {
-                    if self.load(owner).await?.lifecycle() != Lifecycle::Deleted {
+                    if !matches!(
+                        self.load(owner).await?.lifecycle(),
+                        Lifecycle::Deleted | Lifecycle::Erased
+                    ) {
                         return Err(taken());
                     }
                     reassign(&self.pool, external_id.as_str(), owner, user_id)

@@ -43,7 +43,9 @@ pub async fn backfill(bus: &CommandBus) -> anyhow::Result<(usize, usize)> {
                 {
                     Ok(_) => Ok(1),
                     // Nothing more happens to a deleted client: no group needed.
-                    Err(CommandError::Rejected(ClientError::Deleted)) => Ok(0),
+                    Err(CommandError::Rejected(ClientError::Deleted | ClientError::Erased)) => {
+                        Ok(0)
+                    }
                     Err(e) => Err(anyhow::anyhow!("client {id}: {e}")),
                 }
             }

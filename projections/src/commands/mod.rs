@@ -25,6 +25,7 @@ use self::store::CachingStore;
 use crate::clock::Clock;
 use crate::log::position::LogPosition;
 use crate::metrics::CommandOutcome;
+use crate::vault::Vault;
 
 /// A snapshot is written every this many events of a client.
 pub const SNAPSHOT_EVERY: usize = 50;
@@ -136,6 +137,7 @@ pub struct CommandBus {
     cqrs: Arc<ClientCqrs>,
     /// A store over the same tables, for reading a client without a command.
     store: Arc<CachingStore>,
+    vault: Arc<Vault>,
     services: ClientServices,
     pool: PgPool,
     clock: Arc<dyn Clock>,
@@ -198,15 +200,22 @@ impl std::fmt::Debug for CommandBus {
 }
 
 impl CommandBus {
-    /// A command bus over `pool`, deciding with `services` and stamping commands with `clock`.
-    pub fn new(pool: PgPool, services: ClientServices, clock: Arc<dyn Clock>) -> Self {
+    /// A command bus over `pool`, sealing personal data with `vault`, deciding with `services`
+    /// and stamping commands with `clock`.
+    pub fn new(
+        pool: PgPool,
+        vault: Arc<Vault>,
+        services: ClientServices,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
         Self {
             cqrs: Arc::new(CqrsFramework::new(
-                CachingStore::new(&pool, SNAPSHOT_EVERY, CACHED_CLIENTS),
+                CachingStore::new(&pool, vault.clone(), SNAPSHOT_EVERY, CACHED_CLIENTS),
                 vec![],
                 services.clone(),
             )),
-            store: Arc::new(CachingStore::new(&pool, SNAPSHOT_EVERY, 0)),
+            store: Arc::new(CachingStore::new(&pool, vault.clone(), SNAPSHOT_EVERY, 0)),
+            vault,
             services,
             pool,
             clock,
@@ -223,6 +232,11 @@ impl CommandBus {
     /// The database.
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// The keys personal data is sealed with.
+    pub fn vault(&self) -> &Arc<Vault> {
+        &self.vault
     }
 
     /// The policy and rules commands are decided with.

@@ -5,8 +5,11 @@
 //!   one by one) that returns where they landed in the log, so the command path needs no
 //!   query afterwards to learn the position a reader must pass; and it checks the snapshot's
 //!   optimistic lock before committing rather than after (postgres-es commits first, so a lost
-//!   race on the snapshot used to leave written events behind an error). Reads are
-//!   postgres-es's own.
+//!   race on the snapshot used to leave written events behind an error). It seals each
+//!   event's personal fields with the client's key ([`crate::vault`]) and, in the transaction
+//!   that appends `UserErased`, deletes that key. Its reads are postgres-es's queries plus the
+//!   client's wrapped key in the same statement, so that opening what they read costs no
+//!   round trip.
 //! - [`CachingStore`] keeps the clients this process loaded or wrote in memory, with the
 //!   sequence they stand at. Loading one reads only the events after that sequence (usually
 //!   none): one indexed query instead of the snapshot, the events after it, and their
@@ -23,13 +26,13 @@ use cqrs_es::persist::{
 };
 use cqrs_es::{Aggregate, AggregateError, EventEnvelope, EventStore};
 use domain::client::Client;
-use postgres_es::PostgresEventRepository;
 use serde_json::Value;
 use sqlx::pool::PoolConnection;
-use sqlx::{PgPool, Postgres};
+use sqlx::{PgConnection, PgPool, Postgres};
 
 use crate::log::position::LogPosition;
 use crate::log::upcast::upcasters;
+use crate::vault::{personal, Vault};
 
 tokio::task_local! {
     /// Where the events of the command running in this task landed, once persisted.
@@ -74,20 +77,132 @@ fn keep_connection(conn: PoolConnection<Postgres>) {
     let _ = CONNECTION.try_with(|cell| *cell.borrow_mut() = Some(conn));
 }
 
-/// postgres-es's repository, persisting with one statement per command.
+/// postgres-es's repository over our tables, persisting with one statement per command and
+/// sealing personal fields on the way in, opening them on the way out (see [`crate::vault`]).
 pub struct LogRepository {
-    reads: PostgresEventRepository,
     pool: PgPool,
+    vault: Arc<Vault>,
 }
 
 impl LogRepository {
     /// A repository over the `events` and `snapshots` tables.
-    pub fn new(pool: PgPool) -> Self {
-        Self {
-            reads: PostgresEventRepository::new(pool.clone()),
-            pool,
+    pub fn new(pool: PgPool, vault: Arc<Vault>) -> Self {
+        Self { pool, vault }
+    }
+}
+
+impl LogRepository {
+    /// `events` with their personal fields sealed (`None` when none has any), and the
+    /// snapshot sealed in place. Fetches (or makes) the client's key only when something needs
+    /// it, usually from the vault's cache: the load before the command read it.
+    async fn seal(
+        &self,
+        client: &str,
+        events: &[SerializedEvent],
+        snapshot: Option<&mut Value>,
+    ) -> Result<Option<Vec<SerializedEvent>>, PersistenceError> {
+        let personal = events
+            .iter()
+            .any(|e| personal::has_plain_personal_data(&e.event_type, &e.payload));
+        if !personal && snapshot.is_none() {
+            return Ok(None);
+        }
+        let mut conn = take_connection(&self.pool).await?;
+        let key = self.vault.key_for_writing(&mut *conn, client).await;
+        keep_connection(conn);
+        let key = key.map_err(|e| PersistenceError::UnknownError(e.into()))?;
+        let sealing = |kind: &str, payload: &mut Value| {
+            personal::seal(&key, client, kind, payload)
+                .map_err(|e| PersistenceError::UnknownError(e.into()))
+        };
+        if let Some(snapshot) = snapshot {
+            sealing(personal::SNAPSHOT, snapshot)?;
+        }
+        if !personal {
+            return Ok(None);
+        }
+        let mut sealed = events.to_vec();
+        for event in &mut sealed {
+            sealing(&event.event_type, &mut event.payload)?;
+        }
+        Ok(Some(sealed))
+    }
+}
+
+/// The wrapped key of `client` read in the same statement as their events or snapshot: an
+/// uncorrelated subquery, evaluated once.
+const CLIENT_KEY: &str = "(select k.wrapped from client_keys k where k.client_id = $2)";
+
+/// Opens the sealed fields of events of `aggregate_id` read with the client's wrapped `key`.
+fn open_events(
+    vault: &Vault,
+    aggregate_id: &str,
+    key: Option<&[u8]>,
+    events: &mut [SerializedEvent],
+) -> Result<(), PersistenceError> {
+    let key = match key {
+        Some(wrapped) if events.iter().any(|e| personal::is_personal(&e.event_type)) => Some(
+            vault
+                .unwrap(aggregate_id, wrapped)
+                .map_err(|e| PersistenceError::UnknownError(e.into()))?,
+        ),
+        _ => None,
+    };
+    for event in events {
+        if personal::is_personal(&event.event_type) {
+            personal::open(
+                key.as_ref(),
+                aggregate_id,
+                &event.event_type,
+                &mut event.payload,
+            )
+            .map_err(|e| PersistenceError::UnknownError(e.into()))?;
         }
     }
+    Ok(())
+}
+
+/// An event's sequence, type, version, payload and metadata, with the client's wrapped key.
+type EventWithKey = (i64, String, String, Value, Value, Option<Vec<u8>>);
+
+/// Client `aggregate_id`'s events after `sequence`, oldest first, opened.
+async fn events_after(
+    conn: &mut PgConnection,
+    vault: &Vault,
+    aggregate_id: &str,
+    sequence: usize,
+) -> Result<Vec<SerializedEvent>, PersistenceError> {
+    let rows: Vec<EventWithKey> = sqlx::query_as(&format!(
+        "select sequence, event_type, event_version, payload, metadata, {CLIENT_KEY}
+               from events
+              where aggregate_type = $1 and aggregate_id = $2 and sequence > $3
+              order by sequence"
+    ))
+    .bind(Client::TYPE)
+    .bind(aggregate_id)
+    .bind(sequence as i64)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(persistence)?;
+    let key = rows.first().and_then(|row| row.5.clone());
+    let mut events: Vec<SerializedEvent> = rows
+        .into_iter()
+        .map(
+            |(sequence, event_type, event_version, payload, metadata, _)| {
+                SerializedEvent::new(
+                    aggregate_id.to_owned(),
+                    sequence as usize,
+                    Client::TYPE.to_owned(),
+                    event_type,
+                    event_version,
+                    payload,
+                    metadata,
+                )
+            },
+        )
+        .collect();
+    open_events(vault, aggregate_id, key.as_deref(), &mut events)?;
+    Ok(events)
 }
 
 fn persistence(error: sqlx::Error) -> PersistenceError {
@@ -114,7 +229,7 @@ impl PersistedEventRepository for LogRepository {
         &self,
         aggregate_id: &str,
     ) -> Result<Vec<SerializedEvent>, PersistenceError> {
-        self.reads.get_events::<A>(aggregate_id).await
+        self.get_last_events::<A>(aggregate_id, 0).await
     }
 
     async fn get_last_events<A: Aggregate>(
@@ -122,16 +237,47 @@ impl PersistedEventRepository for LogRepository {
         aggregate_id: &str,
         last_sequence: usize,
     ) -> Result<Vec<SerializedEvent>, PersistenceError> {
-        self.reads
-            .get_last_events::<A>(aggregate_id, last_sequence)
-            .await
+        let mut conn = take_connection(&self.pool).await?;
+        let events = events_after(&mut conn, &self.vault, aggregate_id, last_sequence).await?;
+        keep_connection(conn);
+        Ok(events)
     }
 
     async fn get_snapshot<A: Aggregate>(
         &self,
         aggregate_id: &str,
     ) -> Result<Option<SerializedSnapshot>, PersistenceError> {
-        self.reads.get_snapshot::<A>(aggregate_id).await
+        let mut conn = take_connection(&self.pool).await?;
+        let row: Option<(i64, i64, Value, Option<Vec<u8>>)> = sqlx::query_as(&format!(
+            "select last_sequence, current_snapshot, payload, {CLIENT_KEY}
+               from snapshots where aggregate_type = $1 and aggregate_id = $2"
+        ))
+        .bind(A::TYPE)
+        .bind(aggregate_id)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(persistence)?;
+        keep_connection(conn);
+        let Some((last_sequence, current_snapshot, mut aggregate, key)) = row else {
+            return Ok(None);
+        };
+        let key = key
+            .map(|wrapped| self.vault.unwrap(aggregate_id, &wrapped))
+            .transpose()
+            .map_err(|e| PersistenceError::UnknownError(e.into()))?;
+        personal::open(
+            key.as_ref(),
+            aggregate_id,
+            personal::SNAPSHOT,
+            &mut aggregate,
+        )
+        .map_err(|e| PersistenceError::UnknownError(e.into()))?;
+        Ok(Some(SerializedSnapshot {
+            aggregate_id: aggregate_id.to_owned(),
+            aggregate,
+            current_sequence: last_sequence as usize,
+            current_snapshot: current_snapshot as usize,
+        }))
     }
 
     async fn persist<A: Aggregate>(
@@ -142,6 +288,13 @@ impl PersistedEventRepository for LogRepository {
         let Some(first) = events.first() else {
             return Ok(());
         };
+        let client = first.aggregate_id.as_str();
+        let erases = events.iter().any(|e| e.event_type == "UserErased");
+        let mut snapshot_update = snapshot_update;
+        let sealed = self
+            .seal(client, events, snapshot_update.as_mut().map(|s| &mut s.1))
+            .await?;
+        let events = sealed.as_deref().unwrap_or(events);
         let sequences: Vec<i64> = events.iter().map(|e| e.sequence as i64).collect();
         let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
         let versions: Vec<&str> = events.iter().map(|e| e.event_version.as_str()).collect();
@@ -166,15 +319,16 @@ impl PersistedEventRepository for LogRepository {
         // applied them all to it before its store folded the first ones in again, which our
         // idempotent `apply` absorbs), so it is recorded at the last one.
         let last_sequence = sequences.last().copied().unwrap_or_default();
-        let landed: Vec<(i64, i64, i64)> =
-            if let Some((aggregate_id, aggregate, current_snapshot)) = snapshot_update {
-                // The insert is the transaction's first write, so the transaction id it records
-                // orders it correctly for the log's readers.
-                let mut conn = take_connection(&self.pool).await?;
-                let mut tx = sqlx::Connection::begin(&mut *conn)
-                    .await
-                    .map_err(persistence)?;
-                let landed = insert.fetch_all(&mut *tx).await.map_err(persistence)?;
+        let landed: Vec<(i64, i64, i64)> = if snapshot_update.is_some() || erases {
+            // The insert is the transaction's first write, so the transaction id it records
+            // orders it correctly for the log's readers.
+            let mut conn = take_connection(&self.pool).await?;
+            let mut tx = sqlx::Connection::begin(&mut *conn)
+                .await
+                .map_err(persistence)?;
+            let landed = insert.fetch_all(&mut *tx).await.map_err(persistence)?;
+            if let Some((aggregate_id, aggregate, current_snapshot)) = &snapshot_update {
+                let current_snapshot = *current_snapshot;
                 let written = if current_snapshot == 1 {
                     sqlx::query(
                         "insert into snapshots (aggregate_type, aggregate_id, last_sequence,
@@ -185,7 +339,7 @@ impl PersistedEventRepository for LogRepository {
                     .bind(aggregate_id.as_str())
                     .bind(last_sequence)
                     .bind(current_snapshot as i64)
-                    .bind(&aggregate)
+                    .bind(aggregate)
                     .execute(&mut *tx)
                     .await
                 } else {
@@ -197,7 +351,7 @@ impl PersistedEventRepository for LogRepository {
                 .bind(aggregate_id.as_str())
                 .bind(last_sequence)
                 .bind(current_snapshot as i64)
-                .bind(&aggregate)
+                .bind(aggregate)
                 .bind(current_snapshot as i64 - 1)
                 .execute(&mut *tx)
                 .await
@@ -207,16 +361,25 @@ impl PersistedEventRepository for LogRepository {
                     // Another writer moved the snapshot: nothing of this command is kept.
                     return Err(PersistenceError::OptimisticLockError);
                 }
-                tx.commit().await.map_err(persistence)?;
-                keep_connection(conn);
-                landed
-            } else {
-                // One statement is its own transaction: no BEGIN and COMMIT round trips.
-                let mut conn = take_connection(&self.pool).await?;
-                let landed = insert.fetch_all(&mut *conn).await.map_err(persistence)?;
-                keep_connection(conn);
-                landed
-            };
+            }
+            if erases {
+                crate::vault::erasure::shred(&mut tx, &self.vault, client)
+                    .await
+                    .map_err(|e| PersistenceError::UnknownError(e.into()))?;
+            }
+            tx.commit().await.map_err(persistence)?;
+            if erases {
+                self.vault.forget(client);
+            }
+            keep_connection(conn);
+            landed
+        } else {
+            // One statement is its own transaction: no BEGIN and COMMIT round trips.
+            let mut conn = take_connection(&self.pool).await?;
+            let landed = insert.fetch_all(&mut *conn).await.map_err(persistence)?;
+            keep_connection(conn);
+            landed
+        };
         let last = landed.iter().max_by_key(|(sequence, _, _)| *sequence).map(
             |&(sequence, transaction_id, global_position)| {
                 (
@@ -238,46 +401,47 @@ impl PersistedEventRepository for LogRepository {
         &self,
         aggregate_id: &str,
     ) -> Result<ReplayStream, PersistenceError> {
-        self.reads.stream_events::<A>(aggregate_id).await
+        let events = self.get_events::<A>(aggregate_id).await?;
+        let (mut feed, stream) = ReplayStream::new(events.len().max(1));
+        for event in events {
+            feed.push(Ok(event)).await?;
+        }
+        Ok(stream)
     }
 
+    /// Every client's events, client by client (each opened with its key), fed as they are
+    /// read.
     async fn stream_all_events<A: Aggregate>(&self) -> Result<ReplayStream, PersistenceError> {
-        self.reads.stream_all_events::<A>().await
+        let clients: Vec<String> = sqlx::query_scalar(
+            "select distinct aggregate_id from events where aggregate_type = $1 order by 1",
+        )
+        .bind(A::TYPE)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(persistence)?;
+        let (mut feed, stream) = ReplayStream::new(1_000);
+        let (pool, vault) = (self.pool.clone(), self.vault.clone());
+        tokio::spawn(async move {
+            for client in clients {
+                let events = match pool.acquire().await.map_err(persistence) {
+                    Ok(mut conn) => events_after(&mut conn, &vault, &client, 0).await,
+                    Err(error) => Err(error),
+                };
+                let failed = events.is_err();
+                for event in
+                    events.map_or_else(|e| vec![Err(e)], |e| e.into_iter().map(Ok).collect())
+                {
+                    if feed.push(event).await.is_err() {
+                        return;
+                    }
+                }
+                if failed {
+                    return;
+                }
+            }
+        });
+        Ok(stream)
     }
-}
-
-/// Client `aggregate_id`'s events after `sequence`, oldest first.
-async fn events_after(
-    conn: &mut PoolConnection<Postgres>,
-    aggregate_id: &str,
-    sequence: usize,
-) -> Result<Vec<SerializedEvent>, PersistenceError> {
-    let rows: Vec<(i64, String, String, Value, Value)> = sqlx::query_as(
-        "select sequence, event_type, event_version, payload, metadata
-           from events
-          where aggregate_type = $1 and aggregate_id = $2 and sequence > $3
-          order by sequence",
-    )
-    .bind(Client::TYPE)
-    .bind(aggregate_id)
-    .bind(sequence as i64)
-    .fetch_all(&mut **conn)
-    .await
-    .map_err(persistence)?;
-    Ok(rows
-        .into_iter()
-        .map(|(sequence, event_type, event_version, payload, metadata)| {
-            SerializedEvent::new(
-                aggregate_id.to_owned(),
-                sequence as usize,
-                Client::TYPE.to_owned(),
-                event_type,
-                event_version,
-                payload,
-                metadata,
-            )
-        })
-        .collect())
 }
 
 /// A client as this process last saw it.
@@ -292,6 +456,7 @@ struct Cached {
 pub struct CachingStore {
     inner: PersistedEventStore<LogRepository, Client>,
     pool: PgPool,
+    vault: Arc<Vault>,
     upcasters: Vec<Box<dyn EventUpcaster>>,
     snapshot_every: usize,
     /// `None`: caching is off.
@@ -299,16 +464,17 @@ pub struct CachingStore {
 }
 
 impl CachingStore {
-    /// A store over `pool` writing a snapshot every `snapshot_every` events and keeping up to
+    /// A store over `pool` sealing personal data with `vault`, writing a snapshot every `snapshot_every` events and keeping up to
     /// `capacity` clients in memory (0: none).
-    pub fn new(pool: &PgPool, snapshot_every: usize, capacity: usize) -> Self {
+    pub fn new(pool: &PgPool, vault: Arc<Vault>, snapshot_every: usize, capacity: usize) -> Self {
         Self {
             inner: PersistedEventStore::new_snapshot_store(
-                LogRepository::new(pool.clone()),
+                LogRepository::new(pool.clone(), vault.clone()),
                 snapshot_every,
             )
             .with_upcasters(upcasters()),
             pool: pool.clone(),
+            vault,
             upcasters: upcasters(),
             snapshot_every,
             cache: NonZeroUsize::new(capacity)
@@ -347,7 +513,7 @@ impl CachingStore {
         cached: Cached,
     ) -> Result<EventStoreAggregateContext<Client>, PersistenceError> {
         let mut conn = take_connection(&self.pool).await?;
-        let later = events_after(&mut conn, aggregate_id, cached.sequence).await?;
+        let later = events_after(&mut conn, &self.vault, aggregate_id, cached.sequence).await?;
         keep_connection(conn);
         let mut context = EventStoreAggregateContext {
             aggregate_id: aggregate_id.to_owned(),

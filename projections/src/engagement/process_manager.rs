@@ -211,8 +211,8 @@ impl Projection for ProcessManager {
     fn touches(&self, events: &[StoredEvent]) -> anyhow::Result<bool> {
         for stored in events {
             let touches = match stored.event_type.as_str() {
-                "UserCreated" | "UserUnsubscribed" | "UserDeleted" | "EmailGenerated"
-                | "EmailApproved" | "AddressSuppressed" | "UserUpdated" => true,
+                "UserCreated" | "UserUnsubscribed" | "UserDeleted" | "UserErased"
+                | "EmailGenerated" | "EmailApproved" | "AddressSuppressed" | "UserUpdated" => true,
                 // Only an at-risk score may make a job.
                 "UserScored" => {
                     matches!(stored.event()?, ClientEvent::UserScored(e) if triggers(&e))
@@ -275,6 +275,14 @@ impl Projection for ProcessManager {
                 }
                 "UserUnsubscribed" => Some(ClientStatus::Unsubscribed),
                 "UserDeleted" => Some(ClientStatus::Deleted),
+                "UserErased" => {
+                    // Nothing more is written or sent to them, and the jobs forget what their
+                    // failures said (an LLM or SMTP error may quote the client).
+                    statuses.push((stored.user_id, ClientStatus::Erased, None));
+                    record_statuses(tx, &mut statuses).await?;
+                    crate::vault::erasure::scrub_jobs(tx, stored.user_id).await?;
+                    continue;
+                }
                 "UserScored" | "EmailGenerated" | "EmailApproved" | "AddressSuppressed"
                 | "UserUpdated" => None,
                 _ => continue,

@@ -155,7 +155,7 @@ impl Ingest {
     /// [`PlaceOrders::history`]).
     pub fn new(bus: &CommandBus, pool: PgPool, metadata: CommandMetadata, history: bool) -> Self {
         Self {
-            batch: Batch::new(pool.clone(), bus.services().clone()),
+            batch: Batch::new(pool.clone(), bus.vault().clone(), bus.services().clone()),
             pool,
             bus: bus.clone(),
             clock: bus.clock().clone(),
@@ -341,7 +341,7 @@ impl Ingest {
                 Ok(events) if events.is_empty() => report.duplicates += 1,
                 Ok(_) => report.accepted += 1,
                 Err(ClientError::AlreadyExists) => updates.push((id, row)),
-                Err(ClientError::Deleted) => recreate.push(row),
+                Err(ClientError::Deleted | ClientError::Erased) => recreate.push(row),
                 Err(error) => report.rejected.push(Rejected::refused(row.line, &error)),
             }
         }

@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::log::position::LogPosition;
 use crate::log::{self, StoredEvent};
+use crate::vault::Vault;
 use tracing::Instrument as _;
 
 /// Something built from the log: a read model, the process manager.
@@ -266,6 +267,7 @@ impl LogSignal {
 /// A named consumer driving one projection.
 pub struct Consumer<P: Projection> {
     pool: PgPool,
+    vault: Arc<Vault>,
     projection: Arc<P>,
     settings: ConsumerSettings,
     signal: LogSignal,
@@ -290,6 +292,7 @@ impl<P: Projection> Clone for Consumer<P> {
     fn clone(&self) -> Self {
         Self {
             pool: self.pool.clone(),
+            vault: self.vault.clone(),
             projection: self.projection.clone(),
             settings: self.settings.clone(),
             signal: self.signal.clone(),
@@ -311,7 +314,13 @@ impl<P: Projection> std::fmt::Debug for Consumer<P> {
 
 impl<P: Projection> Consumer<P> {
     /// A consumer of `projection`, woken by `signal`.
-    pub fn new(pool: PgPool, projection: P, settings: ConsumerSettings, signal: LogSignal) -> Self {
+    pub fn new(
+        pool: PgPool,
+        vault: Arc<Vault>,
+        projection: P,
+        settings: ConsumerSettings,
+        signal: LogSignal,
+    ) -> Self {
         let filter = log::ReadFilter {
             payload_types: projection.payload_types(),
             with_metadata: projection.wants_metadata(),
@@ -319,6 +328,7 @@ impl<P: Projection> Consumer<P> {
         Self {
             filter,
             pool,
+            vault,
             projection: Arc::new(projection),
             settings,
             signal,
@@ -403,6 +413,7 @@ impl<P: Projection> Consumer<P> {
         let cursor = self.cursor(conn).await?;
         let events = log::read_after(
             &mut *conn,
+            &self.vault,
             cursor.applied,
             self.settings.batch_size,
             &self.filter,

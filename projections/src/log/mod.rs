@@ -28,6 +28,7 @@ use uuid::Uuid;
 
 use crate::log::position::LogPosition;
 use crate::log::upcast::upcast;
+use crate::vault::{personal, Vault};
 
 /// One event as stored in the log. Its payload is kept as the JSON text the database sent and
 /// parsed on demand, straight into the typed event when it is of the current version.
@@ -47,6 +48,8 @@ pub struct StoredEvent {
     pub metadata: Value,
     /// When the database recorded it.
     pub recorded_at: DateTime<Utc>,
+    /// The personal fields this event held whose client was erased (they read blank).
+    pub erased: Vec<String>,
     payload: Option<Box<RawValue>>,
 }
 
@@ -59,6 +62,7 @@ impl PartialEq for StoredEvent {
             && self.event_version == other.event_version
             && self.metadata == other.metadata
             && self.recorded_at == other.recorded_at
+            && self.erased == other.erased
             && self.payload.as_ref().map(|p| p.get()) == other.payload.as_ref().map(|p| p.get())
     }
 }
@@ -119,27 +123,58 @@ struct EventRow {
     payload: Option<Json<Box<RawValue>>>,
     metadata: Option<Value>,
     recorded_at: DateTime<Utc>,
+    /// The client's wrapped data key, read with events that may carry sealed fields (`None`
+    /// for the others, and once the client is erased).
+    key: Option<Vec<u8>>,
 }
 
-impl TryFrom<EventRow> for StoredEvent {
-    type Error = anyhow::Error;
+/// The column that reads the wrapped key of an event's client, for events of types with
+/// personal fields (an index lookup for those rows only).
+const KEY_COLUMN: &str = "case when e.event_type = any($1) then
+        (select k.wrapped from client_keys k where k.client_id = e.aggregate_id) end as key";
 
-    fn try_from(row: EventRow) -> anyhow::Result<Self> {
-        let user_id = Uuid::parse_str(&row.aggregate_id).with_context(|| {
-            format!("event {} has a non-uuid aggregate id", row.global_position)
+impl EventRow {
+    /// The stored event, its sealed fields opened with the client's key (blank once erased).
+    fn open(self, vault: &Vault) -> anyhow::Result<StoredEvent> {
+        let user_id = Uuid::parse_str(&self.aggregate_id).with_context(|| {
+            format!("event {} has a non-uuid aggregate id", self.global_position)
         })?;
-        Ok(Self {
+        let mut erased = Vec::new();
+        let mut payload = self.payload.map(|Json(raw)| raw);
+        if let Some(raw) = payload.as_ref().filter(|raw| {
+            personal::is_personal(&self.event_type) && raw.get().contains(personal::SEALED)
+        }) {
+            let mut value: Value =
+                serde_json::from_str(raw.get()).context("parsing an event payload")?;
+            let key = self
+                .key
+                .as_deref()
+                .map(|wrapped| vault.unwrap(&self.aggregate_id, wrapped))
+                .transpose()?;
+            erased = personal::open(
+                key.as_ref(),
+                &self.aggregate_id,
+                &self.event_type,
+                &mut value,
+            )
+            .with_context(|| format!("event {}", self.global_position))?
+            .erased;
+            payload =
+                Some(serde_json::value::to_raw_value(&value).context("an opened event payload")?);
+        }
+        Ok(StoredEvent {
             position: LogPosition {
-                transaction_id: row.transaction_id,
-                global_position: row.global_position,
+                transaction_id: self.transaction_id,
+                global_position: self.global_position,
             },
             user_id,
-            sequence: row.sequence,
-            event_type: row.event_type,
-            event_version: row.event_version,
-            metadata: row.metadata.unwrap_or(Value::Null),
-            recorded_at: row.recorded_at,
-            payload: row.payload.map(|Json(raw)| raw),
+            sequence: self.sequence,
+            event_type: self.event_type,
+            event_version: self.event_version,
+            metadata: self.metadata.unwrap_or(Value::Null),
+            recorded_at: self.recorded_at,
+            erased,
+            payload,
         })
     }
 }
@@ -160,6 +195,7 @@ pub struct ReadFilter {
 /// The database failed or an event is unreadable.
 pub async fn read_after<'e>(
     executor: impl PgExecutor<'e>,
+    vault: &Vault,
     after: LogPosition,
     limit: i64,
     filter: &ReadFilter,
@@ -169,18 +205,23 @@ pub async fn read_after<'e>(
     // generic plan a prepared statement settles on after five runs intersects the primary key
     // (every row is a client's) with the log-order index and sorts, a cost that grows with
     // the whole log on every read, where the log-order index alone reads just the batch.
-    let rows: Vec<EventRow> = sqlx::query_as(
+    let rows: Vec<EventRow> = sqlx::query_as(&format!(
         "select transaction_id::text::bigint as transaction_id, global_position, aggregate_id,
-                sequence, event_type, event_version,
-                case when $4::text[] is null or event_type = any($4) then payload end as payload,
-                case when $5 then metadata end as metadata,
-                recorded_at
-           from events
-          where (transaction_id, global_position) > ($1::text::xid8, $2)
-            and transaction_id < pg_snapshot_xmin(pg_current_snapshot())
-          order by events.transaction_id, events.global_position
-          limit $3",
-    )
+                sequence, event_type, event_version, payload, metadata, recorded_at, {KEY_COLUMN}
+           from (select transaction_id, global_position, aggregate_id, sequence, event_type,
+                        event_version,
+                        case when $5::text[] is null or event_type = any($5) then payload end
+                            as payload,
+                        case when $6 then metadata end as metadata,
+                        recorded_at
+                   from events
+                  where (transaction_id, global_position) > ($2::text::xid8, $3)
+                    and transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+                  order by events.transaction_id, events.global_position
+                  limit $4) e
+          order by e.transaction_id, e.global_position",
+    ))
+    .bind(personal_types(filter))
     .bind(after.transaction_id.to_string())
     .bind(after.global_position)
     .bind(limit)
@@ -189,7 +230,22 @@ pub async fn read_after<'e>(
     .fetch_all(executor)
     .await
     .context("reading the event log")?;
-    rows.into_iter().map(StoredEvent::try_from).collect()
+    rows.into_iter().map(|row| row.open(vault)).collect()
+}
+
+/// The event types whose rows need their client's key: those with personal fields whose
+/// payload is read.
+fn personal_types(filter: &ReadFilter) -> Vec<&'static str> {
+    personal::PERSONAL_EVENT_TYPES
+        .iter()
+        .copied()
+        .filter(|kind| {
+            filter
+                .payload_types
+                .as_ref()
+                .is_none_or(|wanted| wanted.iter().any(|w| w == kind))
+        })
+        .collect()
 }
 
 /// Every event of one client, oldest first.
@@ -198,6 +254,7 @@ pub async fn read_after<'e>(
 /// The database failed or an event is unreadable.
 pub async fn read_stream<'e>(
     executor: impl PgExecutor<'e>,
+    vault: &Vault,
     user_id: Uuid,
 ) -> anyhow::Result<Vec<StoredEvent>> {
     let page = StreamPage {
@@ -205,7 +262,7 @@ pub async fn read_stream<'e>(
         after_sequence: 0,
         limit: i64::MAX,
     };
-    let mut pages = read_stream_pages(executor, &[page]).await?;
+    let mut pages = read_stream_pages(executor, vault, &[page]).await?;
     Ok(pages.pop().unwrap_or_default())
 }
 
@@ -308,6 +365,7 @@ pub struct StreamPage {
 /// The database failed or an event is unreadable.
 pub async fn read_stream_pages<'e>(
     executor: impl PgExecutor<'e>,
+    vault: &Vault,
     pages: &[StreamPage],
 ) -> anyhow::Result<Vec<Vec<StoredEvent>>> {
     let ids: Vec<String> = pages.iter().map(|p| p.user_id.to_string()).collect();
@@ -320,18 +378,19 @@ pub async fn read_stream_pages<'e>(
         #[sqlx(flatten)]
         row: EventRow,
     }
-    let rows: Vec<PageRow> = sqlx::query_as(
-            "select k.ord, e.transaction_id::text::bigint as transaction_id, e.global_position,
+    let rows: Vec<PageRow> = sqlx::query_as(&format!(
+            "select p.ord, e.transaction_id::text::bigint as transaction_id, e.global_position,
                     e.aggregate_id, e.sequence, e.event_type, e.event_version, e.payload,
-                    e.metadata, e.recorded_at
-               from unnest($1::text[], $2::bigint[], $3::bigint[]) with ordinality as k(id, after_seq, lim, ord)
+                    e.metadata, e.recorded_at, {KEY_COLUMN}
+               from unnest($2::text[], $3::bigint[], $4::bigint[]) with ordinality as p(id, after_seq, lim, ord)
               cross join lateral (
                     select * from events
-                     where aggregate_type = 'client' and aggregate_id = k.id and sequence > k.after_seq
+                     where aggregate_type = 'client' and aggregate_id = p.id and sequence > p.after_seq
                      order by sequence
-                     limit k.lim) e
-              order by k.ord, e.sequence",
-        )
+                     limit p.lim) e
+              order by p.ord, e.sequence",
+        ))
+        .bind(personal::PERSONAL_EVENT_TYPES)
         .bind(&ids)
         .bind(&afters)
         .bind(&limits)
@@ -341,7 +400,7 @@ pub async fn read_stream_pages<'e>(
     let mut out: Vec<Vec<StoredEvent>> = vec![Vec::new(); pages.len()];
     for PageRow { ord, row } in rows {
         let index = usize::try_from(ord - 1).context("page ordinal")?;
-        out[index].push(row.try_into()?);
+        out[index].push(row.open(vault)?);
     }
     Ok(out)
 }

@@ -43,6 +43,7 @@ async fn pending_or_poll(pool: &PgPool, position: LogPosition, pause: &mut Durat
 /// It runs until `stop`.
 pub fn start(
     pool: PgPool,
+    vault: Arc<crate::vault::Vault>,
     signal: LogSignal,
     stop: CancellationToken,
     tasks: &mut tokio::task::JoinSet<()>,
@@ -68,7 +69,7 @@ pub fn start(
             // With nobody listening the tail only keeps its place: positions, no payloads, and
             // no hurry (the next notification or poll will do).
             let listening = tx.receiver_count() > 0;
-            let read = log::read_after(&pool, position, BATCH, if listening { &filter } else { &light });
+            let read = log::read_after(&pool, &vault, position, BATCH, if listening { &filter } else { &light });
             let pause = match read.await {
                 Ok(events) if !events.is_empty() => {
                     let full = events.len() as i64 >= BATCH;

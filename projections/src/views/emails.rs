@@ -67,6 +67,15 @@ const EMAIL_EVENTS: &[&str] = &[
     "EmailFailed",
     "EmailBounced",
     "EmailComplained",
+    "UserErased",
+];
+
+/// The notes this view writes itself into `delivery_error` (not the client's data: an
+/// erasure keeps them, as a rebuild would).
+const OUR_NOTES: [&str; 3] = [
+    "the provider reported a permanent bounce",
+    "the provider reported a temporary bounce",
+    "the client reported it as spam",
 ];
 
 /// A change to an existing row: the status and one delivery column.
@@ -121,6 +130,7 @@ impl Projection for EmailsView {
     async fn apply(&self, tx: &mut PgConnection, events: &[StoredEvent]) -> anyhow::Result<()> {
         let mut rows = Vec::new();
         let mut changes = Vec::new();
+        let mut erased = Vec::new();
         for stored in events {
             // Skip the events this view does not show without parsing them.
             if !EMAIL_EVENTS.contains(&stored.event_type.as_str()) {
@@ -193,6 +203,10 @@ impl Projection for EmailsView {
                     ));
                     continue;
                 }
+                ClientEvent::UserErased(_) => {
+                    erased.push(stored.user_id);
+                    continue;
+                }
                 ClientEvent::EmailComplained(e) => {
                     changes.push(change(
                         e.email_id,
@@ -237,6 +251,7 @@ impl Projection for EmailsView {
         for change in changes {
             self.change(tx, change).await?;
         }
+        self.scrub(tx, &erased).await?;
         Ok(())
     }
 }
@@ -264,6 +279,30 @@ impl EmailsView {
     /// Applies one delivery step to its row. The row's version guards replays: a step at or
     /// below the row's version was applied already. (Several changes of one event share its
     /// version, so they compare with `<=` against the version before the event.)
+    /// Blanks what the emails of erased clients `users` said, and what was written about them
+    /// (a refusal quoting the address, a reviewer's reason), exactly as a rebuild reading their
+    /// sealed events without a key does.
+    async fn scrub(&self, tx: &mut PgConnection, users: &[Uuid]) -> anyhow::Result<()> {
+        if users.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(&format!(
+            "update {t}
+                set subject = '', preheader = '', text = '', html = '',
+                    delivery_error = case when delivery_error is null or delivery_error = any($2)
+                                          then delivery_error else '' end,
+                    review_reason = case when review_reason is null then null else '' end
+              where user_id = any($1)",
+            t = self.table
+        ))
+        .bind(users)
+        .bind(&OUR_NOTES[..])
+        .execute(&mut *tx)
+        .await
+        .context("scrubbing erased users' emails")?;
+        Ok(())
+    }
+
     async fn change(&self, tx: &mut PgConnection, change: Change) -> anyhow::Result<()> {
         // Column names are our own constants, never input.
         let (column, value) = change

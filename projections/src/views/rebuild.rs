@@ -4,6 +4,7 @@
 //! beside it, and the swap is one short transaction that holds the live consumer's checkpoint
 //! lock, applies the last events, moves the live checkpoint and renames the tables.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -12,6 +13,7 @@ use sqlx::PgPool;
 use crate::log;
 use crate::log::consumer::{set_checkpoint, Consumer, ConsumerSettings, LogSignal, Projection};
 use crate::log::position::LogPosition;
+use crate::vault::Vault;
 use crate::views::emails::EmailsView;
 use crate::views::users::UsersView;
 
@@ -66,15 +68,19 @@ pub struct RebuildReport {
 ///
 /// # Errors
 /// The database failed, or another rebuild of the same model is running.
-pub async fn rebuild(pool: &PgPool, model: ReadModel) -> anyhow::Result<RebuildReport> {
+pub async fn rebuild(
+    pool: &PgPool,
+    vault: &Arc<Vault>,
+    model: ReadModel,
+) -> anyhow::Result<RebuildReport> {
     match model {
         ReadModel::Users => {
             let fresh = UsersView::into_table(rebuild_consumer(model), model.fresh_table());
-            run(pool, model, fresh).await
+            run(pool, vault, model, fresh).await
         }
         ReadModel::Emails => {
             let fresh = EmailsView::into_table(rebuild_consumer(model), model.fresh_table());
-            run(pool, model, fresh).await
+            run(pool, vault, model, fresh).await
         }
     }
 }
@@ -85,6 +91,7 @@ fn rebuild_consumer(model: ReadModel) -> String {
 
 async fn run<P: Projection + Clone>(
     pool: &PgPool,
+    vault: &Arc<Vault>,
     model: ReadModel,
     fresh: P,
 ) -> anyhow::Result<RebuildReport> {
@@ -120,7 +127,13 @@ async fn run<P: Projection + Clone>(
             batch_size: 5000,
             ..ConsumerSettings::default()
         };
-        let consumer = Consumer::new(pool.clone(), fresh.clone(), settings, LogSignal::new());
+        let consumer = Consumer::new(
+            pool.clone(),
+            vault.clone(),
+            fresh.clone(),
+            settings,
+            LogSignal::new(),
+        );
         let mut events = consumer.catch_up().await?;
 
         // Swap: hold the live consumer's lock, apply what arrived meanwhile, move its
@@ -143,7 +156,7 @@ async fn run<P: Projection + Clone>(
                 payload_types: fresh.payload_types(),
                 with_metadata: false,
             };
-            let batch = log::read_after(&mut *tx, position, 5000, &filter).await?;
+            let batch = log::read_after(&mut *tx, vault, position, 5000, &filter).await?;
             let Some(last) = batch.last().map(|e| e.position) else {
                 break;
             };

@@ -34,7 +34,7 @@ struct DayChange {
 #[derive(Debug, Clone, Default)]
 pub struct TrendView;
 
-const TYPES: &[&str] = &["UserScored", "EmailGenerated", "UserDeleted"];
+const TYPES: &[&str] = &["UserScored", "EmailGenerated", "UserDeleted", "UserErased"];
 
 impl TrendView {
     /// How the trend's consumer runs: nobody waits on it, so events gather for two seconds
@@ -67,7 +67,12 @@ impl Projection for TrendView {
     async fn apply(&self, tx: &mut PgConnection, events: &[StoredEvent]) -> anyhow::Result<()> {
         let mut ids: Vec<Uuid> = events
             .iter()
-            .filter(|e| e.event_type == "UserScored" || e.event_type == "UserDeleted")
+            .filter(|e| {
+                matches!(
+                    e.event_type.as_str(),
+                    "UserScored" | "UserDeleted" | "UserErased"
+                )
+            })
             .map(|e| e.user_id)
             .collect();
         ids.sort_unstable();
@@ -116,9 +121,11 @@ impl Projection for TrendView {
                     }
                     *entry = Some(now);
                 }
-                ClientEvent::UserDeleted(e) => {
+                ClientEvent::UserDeleted(_) | ClientEvent::UserErased(_) => {
                     if let Some(Some((score, at_risk))) = clients.insert(stored.user_id, None) {
-                        let change = days.entry(day_of(e.deleted_at)).or_default();
+                        let change = days
+                            .entry(day_of(stored.event()?.occurred_at()))
+                            .or_default();
                         change.score_sum -= i64::from(score);
                         change.at_risk -= i32::from(at_risk);
                         change.scored -= 1;

@@ -162,6 +162,13 @@ impl UserRow {
                 self.name.clear();
                 self.email.clear();
                 self.external_id = None;
+                // Never due for a rescore again (commands on them are refused).
+                self.next_score_change_at = None;
+                // A manual score's reasons quote the operator's reason, which is sealed with
+                // it (a rebuild reads them empty).
+                if self.score_policy == domain::client::MANUAL_POLICY {
+                    self.score_factors = serde_json::Value::Array(vec![]);
+                }
             }
             ClientEvent::GroupAssigned(e) => {
                 self.engagement_group = e.group.as_str().to_owned();
@@ -412,17 +419,18 @@ pub struct UserFilter {
     pub search: Option<String>,
     /// Has this preferred category.
     pub category: Option<String>,
-    /// Only this status (`None`: every status but deleted).
+    /// Only this status (`None`: every status but deleted and erased).
     pub status: Option<ClientStatus>,
 }
+
+/// The statuses of clients who are gone: lists and the summary leave them out unless asked.
+const GONE: &[&str] = &["DELETED", "ERASED"];
 
 impl UserFilter {
     fn push(&self, q: &mut QueryBuilder<'_, Postgres>) {
         match self.status {
             Some(status) => q.push(" and status = ").push_bind(status.as_str()),
-            None => q
-                .push(" and status <> ")
-                .push_bind(ClientStatus::Deleted.as_str()),
+            None => q.push(" and status <> all(").push_bind(GONE).push(")"),
         };
         if let Some(at_risk) = self.at_risk {
             q.push(" and at_risk = ").push_bind(at_risk);
@@ -580,13 +588,13 @@ pub async fn summary<'e>(executor: impl PgExecutor<'e>) -> anyhow::Result<Summar
         format!(
             "select count(*), count(*) filter (where at_risk), avg(engagement_score)::float8,
                     array[{}]
-               from users where status <> $1",
+               from users where status <> all($1)",
             buckets.join(", ")
         )
     });
     let (users, at_risk, average, buckets): (i64, i64, Option<f64>, Vec<i64>) =
         sqlx::query_as(SQL.as_str())
-            .bind(ClientStatus::Deleted.as_str())
+            .bind(GONE)
             .fetch_one(executor)
             .await
             .context("summarising users")?;

@@ -57,21 +57,37 @@ impl Flow {
         let settings = ConsumerSettings::default();
         Self {
             pool: pool.clone(),
-            bus: CommandBus::new(pool.clone(), services, Arc::new(SystemClock)),
+            bus: CommandBus::new(
+                pool.clone(),
+                std::sync::Arc::new(projections::vault::Vault::new(
+                    &projections::vault::MasterKey::new([7; 32]),
+                )),
+                services,
+                Arc::new(SystemClock),
+            ),
             users: Consumer::new(
                 pool.clone(),
+                std::sync::Arc::new(projections::vault::Vault::new(
+                    &projections::vault::MasterKey::new([7; 32]),
+                )),
                 UsersView::live(),
                 settings.clone(),
                 LogSignal::new(),
             ),
             emails: Consumer::new(
                 pool.clone(),
+                std::sync::Arc::new(projections::vault::Vault::new(
+                    &projections::vault::MasterKey::new([7; 32]),
+                )),
                 EmailsView::live(),
                 settings.clone(),
                 LogSignal::new(),
             ),
             manager: Consumer::new(
                 pool.clone(),
+                std::sync::Arc::new(projections::vault::Vault::new(
+                    &projections::vault::MasterKey::new([7; 32]),
+                )),
                 ProcessManager::new(manager),
                 settings,
                 LogSignal::new(),

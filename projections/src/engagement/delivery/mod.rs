@@ -246,7 +246,7 @@ impl Sender {
         user_id: Uuid,
         email_id: Uuid,
     ) -> anyhow::Result<Option<domain::client::EmailGenerated>> {
-        for stored in crate::log::read_stream(&self.pool, user_id).await? {
+        for stored in crate::log::read_stream(&self.pool, self.bus.vault(), user_id).await? {
             if stored.event_type != "EmailGenerated" {
                 continue;
             }
@@ -273,6 +273,11 @@ impl Sender {
                 SendOutcome::Gone,
                 Some(delivery.status.to_string()),
             ));
+        }
+        if matches!(client.lifecycle(), Lifecycle::Deleted | Lifecycle::Erased) {
+            // Their stream takes no more events (not even a cancellation): nothing is sent.
+            let reason = left_the_audience(&client, false).unwrap_or("the user is gone");
+            return Ok(Step::Finish(SendOutcome::Gone, Some(reason.to_owned())));
         }
         let Some(written) = self.written(job.user_id, job.email_id).await? else {
             return Ok(Step::Finish(

@@ -15,9 +15,10 @@ const VERSION: u8 = 1;
 const TAG_LEN: usize = 16;
 const TOKEN_LEN: usize = 1 + 16 + 16 + TAG_LEN;
 
-/// The key of the unsubscribe tokens.
+/// The key of the unsubscribe tokens, with the keys of earlier master keys (tokens they made
+/// still verify; new tokens use the current key).
 #[derive(Clone)]
-pub struct TokenKey([u8; 32]);
+pub struct TokenKey([u8; 32], Vec<[u8; 32]>);
 
 impl std::fmt::Debug for TokenKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -32,11 +33,22 @@ impl TokenKey {
         Hkdf::<Sha256>::new(Some(b"engagement"), master_key)
             .expand(b"unsubscribe-token v1", &mut key)
             .expect("32 bytes is a valid HKDF-SHA256 output length");
-        Self(key)
+        Self(key, Vec::new())
+    }
+
+    /// This key, also accepting tokens made with `retired` keys.
+    #[must_use]
+    pub fn with_retired(self, retired: Vec<[u8; 32]>) -> Self {
+        Self(self.0, retired)
+    }
+
+    /// The key's bytes (kept, wrapped, when the master key is rotated).
+    pub fn secret(&self) -> [u8; 32] {
+        self.0
     }
 
     fn mac(&self) -> Hmac<Sha256> {
-        Hmac::<Sha256>::new_from_slice(&self.0).expect("HMAC takes a key of any length")
+        mac_with(&self.0)
     }
 
     /// The token for `email_id`'s link, sent to `user_id`.
@@ -64,13 +76,22 @@ impl TokenKey {
             return None;
         }
         let (body, tag) = bytes.split_at(1 + 32);
-        let mut mac = self.mac();
-        mac.update(body);
-        mac.verify_truncated_left(tag).ok()?;
+        let genuine = std::iter::once(&self.0).chain(&self.1).any(|key| {
+            let mut mac = mac_with(key);
+            mac.update(body);
+            mac.verify_truncated_left(tag).is_ok()
+        });
+        if !genuine {
+            return None;
+        }
         let user = Uuid::from_slice(&body[1..17]).ok()?;
         let email = Uuid::from_slice(&body[17..33]).ok()?;
         Some((user, email))
     }
+}
+
+fn mac_with(key: &[u8; 32]) -> Hmac<Sha256> {
+    Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes a key of any length")
 }
 
 #[cfg(test)]

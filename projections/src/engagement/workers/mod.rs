@@ -306,6 +306,7 @@ impl<W: EmailWriter> EmailWorkers<W> {
                 e @ (ClientError::Unsubscribed
                 | ClientError::AddressSuppressed
                 | ClientError::Deleted
+                | ClientError::Erased
                 | ClientError::NotAtRisk
                 | ClientError::EmailCooldown { .. }
                 | ClientError::NotFound),
