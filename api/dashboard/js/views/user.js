@@ -200,7 +200,7 @@ function asOfSection(id, latestVersion) {
 }
 
 function actionsSection(user, viewer, { status, done, navigate }) {
-  if (!can(viewer, 'mutate') || user.status === 'DELETED') return null;
+  if (!can(viewer, 'mutate') || user.status === 'DELETED' || user.status === 'ERASED') return null;
   const run = async (form, fn) => {
     clearErrors(form);
     const buttons = form.querySelectorAll('button');

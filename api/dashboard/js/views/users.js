@@ -77,7 +77,7 @@ export function render(view, { params, viewer, navigate }) {
   h('div', { class: 'field' }, ...select('f-risk', 'Risk', 'risk',
     [['', 'Everyone'], ['at', 'At risk'], ['not', 'Not at risk']], params.get('risk') ?? '')),
   h('div', { class: 'field' }, ...select('f-status', 'Status', 'status',
-    [['', 'Active and unsubscribed'], ['ACTIVE', 'Active'], ['UNSUBSCRIBED', 'Unsubscribed'], ['DELETED', 'Deleted']],
+    [['', 'Active and unsubscribed'], ['ACTIVE', 'Active'], ['UNSUBSCRIBED', 'Unsubscribed'], ['DELETED', 'Deleted'], ['ERASED', 'Erased']],
     params.get('status') ?? '')),
   h('div', { class: 'field' }, ...select('f-sort', 'Sort by', 'sort', SORTS, params.get('sort') ?? SORTS[0][0])),
   h('button', { type: 'submit' }, 'Apply'));
