@@ -224,6 +224,22 @@ async fn an_erased_client_is_nowhere_but_their_history_of_facts_remains(pool: Pg
         invalid["errors"][0]["extensions"]["field"], "reason",
         "{invalid}"
     );
+    let unknown = server
+        .gql_answer_as(
+            ADMIN,
+            "mutation($u: ID!) { eraseUser(id: $u, reason: \"ticket\") }",
+            json!({ "u": uuid::Uuid::new_v4().to_string() }),
+        )
+        .await;
+    assert_eq!(unknown["errors"][0]["extensions"]["code"], "NOT_FOUND", "{unknown}");
+    let malformed = server
+        .gql_answer_as(
+            ADMIN,
+            "mutation { eraseUser(id: \"not-an-id\", reason: \"ticket\") }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(malformed["errors"][0]["extensions"]["field"], "id", "{malformed}");
     let erased = server
         .gql_answer_as(
             ADMIN,
