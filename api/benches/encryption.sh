@@ -5,8 +5,8 @@
 #
 #   bash api/benches/encryption.sh          # BASELINE=93230f6 DURATION=15s CLIENTS=2000 RUNS=5
 #
-# 1. The baseline binary is built from BASELINE in a git worktree (sharing target/ for the
-#    dependencies), then this build.
+# 1. The baseline binary is built from BASELINE in a git worktree (into target/baseline),
+#    then this build.
 # 2. The baseline creates CLIENTS clients through the API in its own database, each with an
 #    email-worthy history; that database is copied for this build, whose `engagement keys
 #    seal` seals the copy (so each binary reads data in its own format: the same clients, the
@@ -44,8 +44,10 @@ cleanup() {
 trap cleanup EXIT
 
 git -C "$root" worktree add -q --detach "$work/baseline" "$baseline"
-(cd "$work/baseline" && CARGO_TARGET_DIR="$root/target" cargo build --release --bin engagement -q)
-cp "$root/target/release/engagement" "$work/engagement-baseline"
+# A target directory of its own: cargo names a workspace's crates by their path relative to
+# the workspace, so sharing one with this build would mix the two builds' crates.
+(cd "$work/baseline" && CARGO_TARGET_DIR="$root/target/baseline" cargo build --release --bin engagement -q)
+cp "$root/target/baseline/release/engagement" "$work/engagement-baseline"
 (cd "$root" && cargo build --release --bin engagement -q)
 cp "$root/target/release/engagement" "$work/engagement-current"
 
