@@ -128,10 +128,11 @@ struct EventRow {
     key: Option<Vec<u8>>,
 }
 
-/// The column that reads the wrapped key of an event's client, for events of types with
-/// personal fields (an index lookup for those rows only).
-const KEY_COLUMN: &str = "case when e.event_type = any($1) then
-        (select k.wrapped from client_keys k where k.client_id = e.aggregate_id) end as key";
+/// The column that reads the wrapped key of an event's client, for the events whose payload
+/// (as read) carries sealed fields: an index lookup for those rows only (an automatic score,
+/// the most common event, has none).
+const KEY_COLUMN: &str = "case when e.event_type = any($1) and e.payload -> e.event_type ? 'sealed'
+        then (select k.wrapped from client_keys k where k.client_id = e.aggregate_id) end as key";
 
 impl EventRow {
     /// The stored event, its sealed fields opened with the client's key (blank once erased).
