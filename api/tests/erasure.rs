@@ -231,7 +231,10 @@ async fn an_erased_client_is_nowhere_but_their_history_of_facts_remains(pool: Pg
             json!({ "u": uuid::Uuid::new_v4().to_string() }),
         )
         .await;
-    assert_eq!(unknown["errors"][0]["extensions"]["code"], "NOT_FOUND", "{unknown}");
+    assert_eq!(
+        unknown["errors"][0]["extensions"]["code"], "NOT_FOUND",
+        "{unknown}"
+    );
     let malformed = server
         .gql_answer_as(
             ADMIN,
@@ -239,7 +242,10 @@ async fn an_erased_client_is_nowhere_but_their_history_of_facts_remains(pool: Pg
             json!({}),
         )
         .await;
-    assert_eq!(malformed["errors"][0]["extensions"]["field"], "id", "{malformed}");
+    assert_eq!(
+        malformed["errors"][0]["extensions"]["field"], "id",
+        "{malformed}"
+    );
     let erased = server
         .gql_answer_as(
             ADMIN,
