@@ -71,14 +71,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Import(config) => {
             let pool = prepare_database(&cli.database).await?;
-            let vault = open_vault(&pool, &cli.secrets).await?;
+            let vault = crate::keys::open_vault(&pool, &cli.secrets).await?;
             crate::import::run(pool, vault, config).await
         }
         Command::Rescore(scoring) => {
             let pool = prepare_database(&cli.database).await?;
             let bus = projections::commands::CommandBus::new(
                 pool.clone(),
-                open_vault(&pool, &cli.secrets).await?,
+                crate::keys::open_vault(&pool, &cli.secrets).await?,
                 scoring.client_services(projections::db::holdout_salt(&pool).await?),
                 std::sync::Arc::new(projections::clock::SystemClock),
             );
@@ -93,7 +93,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let pool = prepare_database(&cli.database).await?;
             let bus = projections::commands::CommandBus::new(
                 pool.clone(),
-                open_vault(&pool, &cli.secrets).await?,
+                crate::keys::open_vault(&pool, &cli.secrets).await?,
                 domain::client::ClientServices::default(),
                 std::sync::Arc::new(projections::clock::SystemClock),
             );
@@ -105,7 +105,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Rebuild { target } => {
             let pool = prepare_database(&cli.database).await?;
-            let vault = open_vault(&pool, &cli.secrets).await?;
+            let vault = crate::keys::open_vault(&pool, &cli.secrets).await?;
             let models: &[ReadModel] = match target {
                 RebuildTarget::Users => &[ReadModel::Users],
                 RebuildTarget::Emails => &[ReadModel::Emails],
@@ -132,21 +132,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             crate::keys::erasures(&pool, &cli.secrets, action).await
         }
     }
-}
-
-/// The vault over the master key, checked against the keys in the database: a server started
-/// with another master key stops here, saying so, instead of failing on every client.
-///
-/// # Errors
-/// The master key cannot be read, or is not the one the database's keys are wrapped with.
-pub async fn open_vault(
-    pool: &PgPool,
-    secrets: &crate::config::SecretsConfig,
-) -> anyhow::Result<std::sync::Arc<projections::vault::Vault>> {
-    let master = projections::vault::MasterKey::new(secrets.master_key()?);
-    let vault = projections::vault::Vault::new(&master);
-    vault.check(pool).await?;
-    Ok(std::sync::Arc::new(vault))
 }
 
 /// Says so when events or snapshots written before encryption still hold personal data in the

@@ -11,8 +11,22 @@ use projections::vault::erasure::{self, Ledger};
 use projections::vault::{rotation, MasterKey};
 use sqlx::PgPool;
 
-use crate::cli::open_vault;
 use crate::config::{ErasuresCommand, KeysCommand, SecretsConfig};
+
+/// The vault over the master key, checked against the keys in the database: a server started
+/// with another master key stops here, saying so, instead of failing on every client.
+///
+/// # Errors
+/// The master key cannot be read, or is not the one the database's keys are wrapped with.
+pub async fn open_vault(
+    pool: &PgPool,
+    secrets: &crate::config::SecretsConfig,
+) -> anyhow::Result<std::sync::Arc<projections::vault::Vault>> {
+    let master = projections::vault::MasterKey::new(secrets.master_key()?);
+    let vault = projections::vault::Vault::new(&master);
+    vault.check(pool).await?;
+    Ok(std::sync::Arc::new(vault))
+}
 
 /// Runs `engagement keys ACTION`.
 ///

@@ -70,6 +70,11 @@ impl MasterKey {
         out
     }
 
+    /// The key of unsubscribe tokens (RFC 8058 links) derived from this master key.
+    pub fn unsubscribe_token_secret(&self) -> [u8; 32] {
+        self.derive(b"unsubscribe-token v1")
+    }
+
     /// A public name for this key (16 hex digits derived from it, revealing nothing of it),
     /// stored beside every key it wraps, so that a server started with another master key
     /// says so instead of failing on every read.

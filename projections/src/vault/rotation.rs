@@ -87,10 +87,7 @@ pub async fn rotate(pool: &PgPool, old: &MasterKey, new: &MasterKey) -> anyhow::
             .map_err(|_| anyhow::anyhow!("a retired token key is not 32 bytes"))?;
         keep.push((master, key));
     }
-    keep.push((
-        old.fingerprint(),
-        crate::engagement::delivery::unsubscribe::TokenKey::derive(old.bytes()).secret(),
-    ));
+    keep.push((old.fingerprint(), old.unsubscribe_token_secret()));
     for (master, key) in &keep {
         sqlx::query(
             "insert into retired_token_keys (master, wrapped) values ($1, $2)

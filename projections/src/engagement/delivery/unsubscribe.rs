@@ -6,7 +6,6 @@
 //! make one. It is URL-safe base64 without padding: `v1 | user id | email id | tag`.
 
 use base64::Engine as _;
-use hkdf::Hkdf;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use uuid::Uuid;
@@ -29,22 +28,14 @@ impl std::fmt::Debug for TokenKey {
 impl TokenKey {
     /// The token key derived from the 32-byte master key.
     pub fn derive(master_key: &[u8; 32]) -> Self {
-        let mut key = [0u8; 32];
-        Hkdf::<Sha256>::new(Some(b"engagement"), master_key)
-            .expand(b"unsubscribe-token v1", &mut key)
-            .expect("32 bytes is a valid HKDF-SHA256 output length");
-        Self(key, Vec::new())
+        let master = crate::vault::MasterKey::new(*master_key);
+        Self(master.unsubscribe_token_secret(), Vec::new())
     }
 
     /// This key, also accepting tokens made with `retired` keys.
     #[must_use]
     pub fn with_retired(self, retired: Vec<[u8; 32]>) -> Self {
         Self(self.0, retired)
-    }
-
-    /// The key's bytes (kept, wrapped, when the master key is rotated).
-    pub fn secret(&self) -> [u8; 32] {
-        self.0
     }
 
     fn mac(&self) -> Hmac<Sha256> {
