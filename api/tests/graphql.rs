@@ -364,9 +364,7 @@ async fn emails_summary_jobs_and_health_read_their_models(pool: PgPool) {
     // An email recorded through the command path, as the process manager does.
     let bus = projections::commands::CommandBus::new(
         pool.clone(),
-        std::sync::Arc::new(projections::vault::Vault::new(
-            &projections::vault::MasterKey::new([7; 32]),
-        )),
+        test_vault(),
         Default::default(),
         app.clock.clone(),
     );
@@ -396,9 +394,7 @@ async fn emails_summary_jobs_and_health_read_their_models(pool: PgPool) {
         .unwrap();
     let emails_consumer = projections::log::consumer::Consumer::new(
         pool.clone(),
-        std::sync::Arc::new(projections::vault::Vault::new(
-            &projections::vault::MasterKey::new([7; 32]),
-        )),
+        test_vault(),
         projections::views::emails::EmailsView::live(),
         Default::default(),
         projections::log::consumer::LogSignal::new(),
@@ -411,9 +407,7 @@ async fn emails_summary_jobs_and_health_read_their_models(pool: PgPool) {
     // lastEmailDate comes from the users view, another consumer: wait for it too.
     let users_consumer = projections::log::consumer::Consumer::new(
         pool.clone(),
-        std::sync::Arc::new(projections::vault::Vault::new(
-            &projections::vault::MasterKey::new([7; 32]),
-        )),
+        test_vault(),
         projections::views::users::UsersView::live(),
         Default::default(),
         projections::log::consumer::LogSignal::new(),
@@ -875,4 +869,11 @@ async fn a_token_over_its_request_budget_is_refused_and_changes_nothing(pool: Pg
         )
         .await;
     assert_eq!(data["unsubscribeUser"]["status"], "UNSUBSCRIBED");
+}
+
+/// The vault of every test (one master key, so that binaries and buses share their data).
+fn test_vault() -> std::sync::Arc<projections::vault::Vault> {
+    std::sync::Arc::new(projections::vault::Vault::new(
+        &projections::vault::MasterKey::new([7; 32]),
+    ))
 }

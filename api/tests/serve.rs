@@ -168,9 +168,7 @@ async fn the_served_app_keeps_its_views_current(pool: PgPool) {
 async fn the_rebuild_command_rebuilds_every_view_from_the_log(pool: PgPool) {
     let bus = projections::commands::CommandBus::new(
         pool.clone(),
-        std::sync::Arc::new(projections::vault::Vault::new(
-            &projections::vault::MasterKey::new([7; 32]),
-        )),
+        test_vault(),
         domain::client::ClientServices::default(),
         std::sync::Arc::new(projections::clock::SystemClock),
     );
@@ -237,4 +235,11 @@ async fn logs_are_plain_on_a_pipe_and_json_when_asked(pool: PgPool) {
     let bad = run("yaml");
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("log-format"));
+}
+
+/// The vault of every test (one master key, so that binaries and buses share their data).
+fn test_vault() -> std::sync::Arc<projections::vault::Vault> {
+    std::sync::Arc::new(projections::vault::Vault::new(
+        &projections::vault::MasterKey::new([7; 32]),
+    ))
 }

@@ -27,9 +27,7 @@ async fn a_page_of_users_with_their_emails_costs_the_same_queries_whatever_its_s
     let app = spawn_app(pool.clone()).await;
     let bus = projections::commands::CommandBus::new(
         pool.clone(),
-        std::sync::Arc::new(projections::vault::Vault::new(
-            &projections::vault::MasterKey::new([7; 32]),
-        )),
+        test_vault(),
         Default::default(),
         app.clock.clone(),
     );
@@ -69,9 +67,7 @@ async fn a_page_of_users_with_their_emails_costs_the_same_queries_whatever_its_s
     }
     let handle = projections::log::consumer::Consumer::new(
         pool.clone(),
-        std::sync::Arc::new(projections::vault::Vault::new(
-            &projections::vault::MasterKey::new([7; 32]),
-        )),
+        test_vault(),
         projections::views::emails::EmailsView::live(),
         Default::default(),
         projections::log::consumer::LogSignal::new(),
@@ -121,4 +117,11 @@ async fn a_page_of_users_with_their_emails_costs_the_same_queries_whatever_its_s
         .filter(|l| l.contains("sort_key") || l.contains("emails e"))
         .count();
     assert_eq!(uncounted, statements[0] - 1, "no count without totalCount");
+}
+
+/// The vault of every test (one master key, so that binaries and buses share their data).
+fn test_vault() -> std::sync::Arc<projections::vault::Vault> {
+    std::sync::Arc::new(projections::vault::Vault::new(
+        &projections::vault::MasterKey::new([7; 32]),
+    ))
 }

@@ -90,9 +90,7 @@ async fn queue(pool: &PgPool, bus: &CommandBus, n: usize) -> anyhow::Result<()> 
         .collect::<Result<Vec<_>, _>>()?;
     Consumer::new(
         pool.clone(),
-        std::sync::Arc::new(projections::vault::Vault::new(
-            &projections::vault::MasterKey::new([7; 32]),
-        )),
+        test_vault(),
         ProcessManager::default(),
         ConsumerSettings {
             batch_size: 5000,
@@ -204,9 +202,7 @@ async fn main() -> anyhow::Result<()> {
     db::migrate(&pool).await?;
     let bus = CommandBus::new(
         pool.clone(),
-        std::sync::Arc::new(projections::vault::Vault::new(
-            &projections::vault::MasterKey::new([7; 32]),
-        )),
+        test_vault(),
         ClientServices::default(),
         Arc::new(SystemClock),
     );
@@ -236,4 +232,11 @@ async fn main() -> anyhow::Result<()> {
         .execute(&admin)
         .await?;
     Ok(())
+}
+
+/// The vault of every test (one master key, so that binaries and buses share their data).
+fn test_vault() -> std::sync::Arc<projections::vault::Vault> {
+    std::sync::Arc::new(projections::vault::Vault::new(
+        &projections::vault::MasterKey::new([7; 32]),
+    ))
 }

@@ -62,9 +62,7 @@ async fn main() -> anyhow::Result<()> {
     // Clients at risk, each with a due job.
     let bus = CommandBus::new(
         pool.clone(),
-        std::sync::Arc::new(projections::vault::Vault::new(
-            &projections::vault::MasterKey::new([7; 32]),
-        )),
+        test_vault(),
         ClientServices::default(),
         Arc::new(SystemClock),
     );
@@ -105,9 +103,7 @@ async fn main() -> anyhow::Result<()> {
     };
     Consumer::new(
         pool.clone(),
-        std::sync::Arc::new(projections::vault::Vault::new(
-            &projections::vault::MasterKey::new([7; 32]),
-        )),
+        test_vault(),
         UsersView::live(),
         settings.clone(),
         LogSignal::new(),
@@ -116,9 +112,7 @@ async fn main() -> anyhow::Result<()> {
     .await?;
     Consumer::new(
         pool.clone(),
-        std::sync::Arc::new(projections::vault::Vault::new(
-            &projections::vault::MasterKey::new([7; 32]),
-        )),
+        test_vault(),
         ProcessManager::default(),
         settings,
         LogSignal::new(),
@@ -193,4 +187,11 @@ async fn main() -> anyhow::Result<()> {
         .execute(&admin)
         .await?;
     Ok(())
+}
+
+/// The vault of every test (one master key, so that binaries and buses share their data).
+fn test_vault() -> std::sync::Arc<projections::vault::Vault> {
+    std::sync::Arc::new(projections::vault::Vault::new(
+        &projections::vault::MasterKey::new([7; 32]),
+    ))
 }

@@ -74,14 +74,7 @@ async fn main() -> anyhow::Result<()> {
     sqlx::query("vacuum analyze events").execute(&pool).await?;
 
     for model in ReadModel::ALL {
-        let report = rebuild(
-            &pool,
-            &std::sync::Arc::new(projections::vault::Vault::new(
-                &projections::vault::MasterKey::new([7; 32]),
-            )),
-            model,
-        )
-        .await?;
+        let report = rebuild(&pool, &test_vault(), model).await?;
         println!(
             "rebuild {:<6}: {} events in {:.2}s = {:.0} events/s",
             model.name(),
@@ -156,18 +149,14 @@ async fn live_lag(pool: &PgPool, duration: Duration) -> anyhow::Result<()> {
     let mut tasks = tokio::task::JoinSet::new();
     let models = projections::runtime::start(
         pool,
-        &std::sync::Arc::new(projections::vault::Vault::new(
-            &projections::vault::MasterKey::new([7; 32]),
-        )),
+        &test_vault(),
         &ConsumerSettings::default(),
         &mut tasks,
         &stop,
     );
     let bus = CommandBus::new(
         pool.clone(),
-        std::sync::Arc::new(projections::vault::Vault::new(
-            &projections::vault::MasterKey::new([7; 32]),
-        )),
+        test_vault(),
         ClientServices::default(),
         Arc::new(SystemClock),
     );
@@ -238,4 +227,11 @@ fn order(n: u64) -> ClientAction {
         placed_at: Utc::now(),
         categories: Categories::default(),
     })
+}
+
+/// The vault of every test (one master key, so that binaries and buses share their data).
+fn test_vault() -> std::sync::Arc<projections::vault::Vault> {
+    std::sync::Arc::new(projections::vault::Vault::new(
+        &projections::vault::MasterKey::new([7; 32]),
+    ))
 }

@@ -33,9 +33,7 @@ fn bus(pool: &PgPool) -> (CommandBus, Arc<ManualClock>) {
     (
         CommandBus::new(
             pool.clone(),
-            std::sync::Arc::new(projections::vault::Vault::new(
-                &projections::vault::MasterKey::new([7; 32]),
-            )),
+            test_vault(),
             ClientServices::default(),
             clock.clone(),
         ),
@@ -310,9 +308,7 @@ async fn two_instances_writing_one_client_in_turn_see_each_others_orders(pool: P
     let (a, clock) = bus(&pool);
     let b = CommandBus::new(
         pool.clone(),
-        std::sync::Arc::new(projections::vault::Vault::new(
-            &projections::vault::MasterKey::new([7; 32]),
-        )),
+        test_vault(),
         ClientServices::default(),
         clock.clone(),
     );
@@ -353,9 +349,7 @@ async fn concurrent_orders_from_two_instances_all_count_once(pool: PgPool) {
     let (a, clock) = bus(&pool);
     let b = CommandBus::new(
         pool.clone(),
-        std::sync::Arc::new(projections::vault::Vault::new(
-            &projections::vault::MasterKey::new([7; 32]),
-        )),
+        test_vault(),
         ClientServices::default(),
         clock.clone(),
     );
@@ -389,6 +383,11 @@ async fn concurrent_orders_from_two_instances_all_count_once(pool: PgPool) {
 
 /// The tests' vault (the same master key as every other test's).
 fn vault() -> std::sync::Arc<projections::vault::Vault> {
+    test_vault()
+}
+
+/// The vault of every test (one master key, so that binaries and buses share their data).
+fn test_vault() -> std::sync::Arc<projections::vault::Vault> {
     std::sync::Arc::new(projections::vault::Vault::new(
         &projections::vault::MasterKey::new([7; 32]),
     ))

@@ -73,15 +73,9 @@ async fn a_successful_reply_records_one_email_with_its_generator_and_usage(pool:
         .unwrap()
         .contains("\"name\":\"Ada Lovelace\""));
     // The causation of the email is the triggering event.
-    let history = projections::log::read_stream(
-        &pool,
-        &std::sync::Arc::new(projections::vault::Vault::new(
-            &projections::vault::MasterKey::new([7; 32]),
-        )),
-        user,
-    )
-    .await
-    .unwrap();
+    let history = projections::log::read_stream(&pool, &test_vault(), user)
+        .await
+        .unwrap();
     let recorded = history
         .iter()
         .find(|e| e.event_type == "EmailGenerated")
@@ -447,4 +441,11 @@ async fn statuses_written_together_are_in_place_for_each_decision_of_the_same_ba
     ];
     expected.sort_by(|a, b| a.1.cmp(&b.1));
     assert_eq!(statuses, expected);
+}
+
+/// The vault of every test (one master key, so that binaries and buses share their data).
+fn test_vault() -> std::sync::Arc<projections::vault::Vault> {
+    std::sync::Arc::new(projections::vault::Vault::new(
+        &projections::vault::MasterKey::new([7; 32]),
+    ))
 }

@@ -22,14 +22,7 @@ fn bus(pool: &PgPool) -> CommandBus {
     let clock = Arc::new(ManualClock::new(
         Utc.with_ymd_and_hms(2026, 6, 1, 12, 0, 0).unwrap(),
     ));
-    CommandBus::new(
-        pool.clone(),
-        std::sync::Arc::new(projections::vault::Vault::new(
-            &projections::vault::MasterKey::new([7; 32]),
-        )),
-        ClientServices::default(),
-        clock,
-    )
+    CommandBus::new(pool.clone(), test_vault(), ClientServices::default(), clock)
 }
 
 fn ingest(pool: &PgPool) -> Ingest {
@@ -133,9 +126,7 @@ type Row = (
 async fn catch_up(pool: &PgPool) {
     Consumer::new(
         pool.clone(),
-        std::sync::Arc::new(projections::vault::Vault::new(
-            &projections::vault::MasterKey::new([7; 32]),
-        )),
+        test_vault(),
         UsersView::live(),
         ConsumerSettings::default(),
         LogSignal::new(),
@@ -351,15 +342,9 @@ async fn the_views_after_an_import_equal_a_rebuild(pool: PgPool) {
             .await
             .unwrap()
     };
-    rebuild(
-        &pool,
-        &std::sync::Arc::new(projections::vault::Vault::new(
-            &projections::vault::MasterKey::new([7; 32]),
-        )),
-        ReadModel::Users,
-    )
-    .await
-    .unwrap();
+    rebuild(&pool, &test_vault(), ReadModel::Users)
+        .await
+        .unwrap();
     let rebuilt: Vec<serde_json::Value> =
         sqlx::query_scalar("select to_jsonb(u) from users u order by id")
             .fetch_all(&pool)
@@ -524,15 +509,9 @@ async fn a_commit_across_a_snapshot_boundary_loses_no_event_on_the_next_load(poo
     }
     // A fresh bus has no cache: it loads from the snapshot and the events after it.
     let loaded = self::bus(&pool).load(id).await.unwrap();
-    let events = projections::log::read_stream(
-        &pool,
-        &std::sync::Arc::new(projections::vault::Vault::new(
-            &projections::vault::MasterKey::new([7; 32]),
-        )),
-        id,
-    )
-    .await
-    .unwrap();
+    let events = projections::log::read_stream(&pool, &test_vault(), id)
+        .await
+        .unwrap();
     let mut replayed = domain::client::Client::default();
     for stored in events {
         cqrs_es::Aggregate::apply(&mut replayed, stored.event().unwrap());
@@ -548,9 +527,7 @@ async fn imported_history_emails_nobody_and_the_next_ordinary_score_decides(pool
     ));
     let bus = CommandBus::new(
         pool.clone(),
-        std::sync::Arc::new(projections::vault::Vault::new(
-            &projections::vault::MasterKey::new([7; 32]),
-        )),
+        test_vault(),
         ClientServices::default(),
         clock.clone(),
     );
@@ -578,9 +555,7 @@ async fn imported_history_emails_nobody_and_the_next_ordinary_score_decides(pool
     assert_eq!(view[0].5, "at_risk", "the lapse is long past: {view:?}");
     let manager = Consumer::new(
         pool.clone(),
-        std::sync::Arc::new(projections::vault::Vault::new(
-            &projections::vault::MasterKey::new([7; 32]),
-        )),
+        test_vault(),
         ProcessManager::new(ProcessManagerSettings::default()),
         ConsumerSettings::default(),
         LogSignal::new(),
@@ -619,4 +594,11 @@ async fn imported_history_emails_nobody_and_the_next_ordinary_score_decides(pool
     .unwrap();
     manager.catch_up().await.unwrap();
     assert_eq!(jobs().await, 1);
+}
+
+/// The vault of every test (one master key, so that binaries and buses share their data).
+fn test_vault() -> std::sync::Arc<projections::vault::Vault> {
+    std::sync::Arc::new(projections::vault::Vault::new(
+        &projections::vault::MasterKey::new([7; 32]),
+    ))
 }

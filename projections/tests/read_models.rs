@@ -34,14 +34,7 @@ fn clock() -> Arc<ManualClock> {
 }
 
 fn bus(pool: &PgPool, clock: Arc<ManualClock>) -> CommandBus {
-    CommandBus::new(
-        pool.clone(),
-        std::sync::Arc::new(projections::vault::Vault::new(
-            &projections::vault::MasterKey::new([7; 32]),
-        )),
-        ClientServices::default(),
-        clock,
-    )
+    CommandBus::new(pool.clone(), test_vault(), ClientServices::default(), clock)
 }
 
 fn settings() -> ConsumerSettings {
@@ -142,9 +135,7 @@ async fn an_event_committed_late_with_a_smaller_position_is_not_skipped(pool: Pg
 
     let consumer = Consumer::new(
         pool.clone(),
-        std::sync::Arc::new(projections::vault::Vault::new(
-            &projections::vault::MasterKey::new([7; 32]),
-        )),
+        test_vault(),
         UsersView::live(),
         settings(),
         LogSignal::new(),
@@ -211,9 +202,7 @@ async fn a_batch_that_fails_halfway_leaves_view_and_checkpoint_as_they_were(pool
     };
     let consumer = Consumer::new(
         pool.clone(),
-        std::sync::Arc::new(projections::vault::Vault::new(
-            &projections::vault::MasterKey::new([7; 32]),
-        )),
+        test_vault(),
         projection,
         settings(),
         LogSignal::new(),
@@ -283,22 +272,12 @@ async fn two_instances_of_one_consumer_apply_every_event_exactly_once(pool: PgPo
     };
     let first = Consumer::new(
         pool.clone(),
-        std::sync::Arc::new(projections::vault::Vault::new(
-            &projections::vault::MasterKey::new([7; 32]),
-        )),
+        test_vault(),
         Counting,
         small.clone(),
         signal.clone(),
     );
-    let second = Consumer::new(
-        pool.clone(),
-        std::sync::Arc::new(projections::vault::Vault::new(
-            &projections::vault::MasterKey::new([7; 32]),
-        )),
-        Counting,
-        small,
-        signal.clone(),
-    );
+    let second = Consumer::new(pool.clone(), test_vault(), Counting, small, signal.clone());
     let runners = [
         tokio::spawn(first.run(stop.clone())),
         tokio::spawn(second.run(stop.clone())),
@@ -326,16 +305,7 @@ async fn two_instances_of_one_consumer_apply_every_event_exactly_once(pool: PgPo
         writer.await.unwrap();
     }
     let head = log::head(&pool).await.unwrap();
-    let handle = Consumer::new(
-        pool.clone(),
-        std::sync::Arc::new(projections::vault::Vault::new(
-            &projections::vault::MasterKey::new([7; 32]),
-        )),
-        Counting,
-        settings(),
-        signal,
-    )
-    .handle();
+    let handle = Consumer::new(pool.clone(), test_vault(), Counting, settings(), signal).handle();
     handle
         .wait_for(head, Duration::from_secs(20))
         .await
@@ -436,18 +406,14 @@ async fn a_rebuilt_view_equals_the_live_one_row_for_row_after_a_random_history(p
 
     let live_users = Consumer::new(
         pool.clone(),
-        std::sync::Arc::new(projections::vault::Vault::new(
-            &projections::vault::MasterKey::new([7; 32]),
-        )),
+        test_vault(),
         UsersView::live(),
         settings(),
         LogSignal::new(),
     );
     let live_emails = Consumer::new(
         pool.clone(),
-        std::sync::Arc::new(projections::vault::Vault::new(
-            &projections::vault::MasterKey::new([7; 32]),
-        )),
+        test_vault(),
         EmailsView::live(),
         settings(),
         LogSignal::new(),
@@ -462,15 +428,7 @@ async fn a_rebuilt_view_equals_the_live_one_row_for_row_after_a_random_history(p
     assert!(users_before.iter().any(|u| u["status"] == "UNSUBSCRIBED"));
 
     for model in ReadModel::ALL {
-        let report = rebuild(
-            &pool,
-            &std::sync::Arc::new(projections::vault::Vault::new(
-                &projections::vault::MasterKey::new([7; 32]),
-            )),
-            model,
-        )
-        .await
-        .unwrap();
+        let report = rebuild(&pool, &test_vault(), model).await.unwrap();
         assert_eq!(report.events as i64, events);
     }
     assert_eq!(table_rows(&pool, "users").await, users_before);
@@ -528,9 +486,7 @@ async fn an_old_version_event_in_the_log_still_projects_and_loads(pool: PgPool) 
 
     let consumer = Consumer::new(
         pool.clone(),
-        std::sync::Arc::new(projections::vault::Vault::new(
-            &projections::vault::MasterKey::new([7; 32]),
-        )),
+        test_vault(),
         UsersView::live(),
         settings(),
         LogSignal::new(),
@@ -542,15 +498,7 @@ async fn an_old_version_event_in_the_log_still_projects_and_loads(pool: PgPool) 
         (1, 1250, 2)
     );
 
-    let events = log::read_stream(
-        &pool,
-        &std::sync::Arc::new(projections::vault::Vault::new(
-            &projections::vault::MasterKey::new([7; 32]),
-        )),
-        id,
-    )
-    .await
-    .unwrap();
+    let events = log::read_stream(&pool, &test_vault(), id).await.unwrap();
     let domain::client::ClientEvent::OrderPlaced(placed) = events[1].event().unwrap() else {
         panic!()
     };
@@ -575,15 +523,7 @@ async fn an_old_version_event_in_the_log_still_projects_and_loads(pool: PgPool) 
 async fn a_command_can_wait_until_its_own_write_is_in_the_view(pool: PgPool) {
     let stop = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
-    let models = projections::runtime::start(
-        &pool,
-        &std::sync::Arc::new(projections::vault::Vault::new(
-            &projections::vault::MasterKey::new([7; 32]),
-        )),
-        &settings(),
-        &mut tasks,
-        &stop,
-    );
+    let models = projections::runtime::start(&pool, &test_vault(), &settings(), &mut tasks, &stop);
     let clock = clock();
     let bus = bus(&pool, clock.clone());
     let meta = CommandMetadata::for_actor("t");
@@ -635,15 +575,7 @@ async fn a_command_can_wait_until_its_own_write_is_in_the_view(pool: PgPool) {
 async fn consumers_keep_going_when_their_connections_are_cut(pool: PgPool) {
     let stop = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
-    let models = projections::runtime::start(
-        &pool,
-        &std::sync::Arc::new(projections::vault::Vault::new(
-            &projections::vault::MasterKey::new([7; 32]),
-        )),
-        &settings(),
-        &mut tasks,
-        &stop,
-    );
+    let models = projections::runtime::start(&pool, &test_vault(), &settings(), &mut tasks, &stop);
     let clock = clock();
     let bus = bus(&pool, clock.clone());
     let meta = CommandMetadata::for_actor("t");
@@ -692,4 +624,11 @@ async fn consumers_keep_going_when_their_connections_are_cut(pool: PgPool) {
     }
     stop.cancel();
     while tasks.join_next().await.is_some() {}
+}
+
+/// The vault of every test (one master key, so that binaries and buses share their data).
+fn test_vault() -> std::sync::Arc<projections::vault::Vault> {
+    std::sync::Arc::new(projections::vault::Vault::new(
+        &projections::vault::MasterKey::new([7; 32]),
+    ))
 }

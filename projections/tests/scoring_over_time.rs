@@ -61,9 +61,7 @@ async fn a_lapsing_client_crosses_the_threshold_by_itself_as_the_clock_moves(poo
     ));
     let bus = CommandBus::new(
         pool.clone(),
-        std::sync::Arc::new(projections::vault::Vault::new(
-            &projections::vault::MasterKey::new([7; 32]),
-        )),
+        test_vault(),
         ClientServices::default(),
         clock.clone(),
     );
@@ -73,15 +71,7 @@ async fn a_lapsing_client_crosses_the_threshold_by_itself_as_the_clock_moves(poo
         poll_interval: Duration::from_millis(100),
         ..Default::default()
     };
-    let models = projections::runtime::start(
-        &pool,
-        &std::sync::Arc::new(projections::vault::Vault::new(
-            &projections::vault::MasterKey::new([7; 32]),
-        )),
-        &settings,
-        &mut tasks,
-        &stop,
-    );
+    let models = projections::runtime::start(&pool, &test_vault(), &settings, &mut tasks, &stop);
     let rescorer = Rescorer::new(
         pool.clone(),
         bus.clone(),
@@ -145,15 +135,9 @@ async fn a_lapsing_client_crosses_the_threshold_by_itself_as_the_clock_moves(poo
     assert!((45..=60).contains(&day), "crossed on day {day}");
     let row = load_user(&pool, lapsing).await.unwrap().unwrap();
     assert!(row.engagement_score < 50);
-    let history = log::read_stream(
-        &pool,
-        &std::sync::Arc::new(projections::vault::Vault::new(
-            &projections::vault::MasterKey::new([7; 32]),
-        )),
-        lapsing,
-    )
-    .await
-    .unwrap();
+    let history = log::read_stream(&pool, &test_vault(), lapsing)
+        .await
+        .unwrap();
     let crossing = history.last().unwrap();
     assert_eq!(crossing.event_type, "UserScored");
     assert_eq!(
@@ -181,14 +165,7 @@ async fn switching_policy_and_rescoring_everyone_is_one_call(pool: PgPool) {
         policy: Arc::new(SeedV1),
         ..ClientServices::default()
     };
-    let old_bus = CommandBus::new(
-        pool.clone(),
-        std::sync::Arc::new(projections::vault::Vault::new(
-            &projections::vault::MasterKey::new([7; 32]),
-        )),
-        seed,
-        clock.clone(),
-    );
+    let old_bus = CommandBus::new(pool.clone(), test_vault(), seed, clock.clone());
     let meta = CommandMetadata::for_actor("test");
     let ids: Vec<Uuid> = (0..5).map(|_| Uuid::new_v4()).collect();
     for id in &ids {
@@ -201,9 +178,7 @@ async fn switching_policy_and_rescoring_everyone_is_one_call(pool: PgPool) {
 
     let new_bus = CommandBus::new(
         pool.clone(),
-        std::sync::Arc::new(projections::vault::Vault::new(
-            &projections::vault::MasterKey::new([7; 32]),
-        )),
+        test_vault(),
         ClientServices::default(),
         clock.clone(),
     );
@@ -213,16 +188,15 @@ async fn switching_policy_and_rescoring_everyone_is_one_call(pool: PgPool) {
         "the deleted client is skipped"
     );
     for id in &ids[..4] {
-        let events = log::read_stream(
-            &pool,
-            &std::sync::Arc::new(projections::vault::Vault::new(
-                &projections::vault::MasterKey::new([7; 32]),
-            )),
-            *id,
-        )
-        .await
-        .unwrap();
+        let events = log::read_stream(&pool, &test_vault(), *id).await.unwrap();
         let last = events.last().unwrap().payload().unwrap();
         assert_eq!(last["UserScored"]["policy"], "cadence-v2");
     }
+}
+
+/// The vault of every test (one master key, so that binaries and buses share their data).
+fn test_vault() -> std::sync::Arc<projections::vault::Vault> {
+    std::sync::Arc::new(projections::vault::Vault::new(
+        &projections::vault::MasterKey::new([7; 32]),
+    ))
 }

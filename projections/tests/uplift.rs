@@ -41,14 +41,7 @@ fn flow(pool: &PgPool, clock: Arc<ManualClock>, percent: u8) -> Flow {
             ..ProcessManagerSettings::default()
         },
     );
-    flow.bus = CommandBus::new(
-        pool.clone(),
-        std::sync::Arc::new(projections::vault::Vault::new(
-            &projections::vault::MasterKey::new([7; 32]),
-        )),
-        services,
-        clock,
-    );
+    flow.bus = CommandBus::new(pool.clone(), test_vault(), services, clock);
     flow
 }
 
@@ -220,15 +213,9 @@ async fn a_group_survives_a_rebuild_and_a_change_of_the_setting(pool: PgPool) {
     }
     assert!(before.iter().any(|(_, g)| *g == EngagementGroup::Holdout));
     flow.catch_up().await;
-    rebuild(
-        &pool,
-        &std::sync::Arc::new(projections::vault::Vault::new(
-            &projections::vault::MasterKey::new([7; 32]),
-        )),
-        ReadModel::Users,
-    )
-    .await
-    .unwrap();
+    rebuild(&pool, &test_vault(), ReadModel::Users)
+        .await
+        .unwrap();
     // Another instance with the holdout off: nobody already assigned moves.
     let other = self::flow(&pool, clock, 0);
     for (id, group) in &before {
@@ -256,9 +243,7 @@ async fn clients_from_before_the_holdout_are_recorded_as_treatment_once(pool: Pg
         .unwrap();
     let bus = CommandBus::new(
         pool.clone(),
-        std::sync::Arc::new(projections::vault::Vault::new(
-            &projections::vault::MasterKey::new([7; 32]),
-        )),
+        test_vault(),
         ClientServices::default(),
         Arc::new(ManualClock::new(t0)),
     );
@@ -311,9 +296,7 @@ async fn the_trend_counts_each_day_as_it_stood(pool: PgPool) {
     flow.run(ids[1], ClientAction::DeleteUser).await;
     let trend = Consumer::new(
         pool.clone(),
-        std::sync::Arc::new(projections::vault::Vault::new(
-            &projections::vault::MasterKey::new([7; 32]),
-        )),
+        test_vault(),
         TrendView,
         ConsumerSettings::default(),
         LogSignal::new(),
@@ -346,9 +329,7 @@ async fn the_trend_counts_each_day_as_it_stood(pool: PgPool) {
         .unwrap();
     Consumer::new(
         pool.clone(),
-        std::sync::Arc::new(projections::vault::Vault::new(
-            &projections::vault::MasterKey::new([7; 32]),
-        )),
+        test_vault(),
         TrendView,
         ConsumerSettings::default(),
         LogSignal::new(),
@@ -362,4 +343,11 @@ async fn the_trend_counts_each_day_as_it_stood(pool: PgPool) {
             .unwrap(),
         seen
     );
+}
+
+/// The vault of every test (one master key, so that binaries and buses share their data).
+fn test_vault() -> std::sync::Arc<projections::vault::Vault> {
+    std::sync::Arc::new(projections::vault::Vault::new(
+        &projections::vault::MasterKey::new([7; 32]),
+    ))
 }

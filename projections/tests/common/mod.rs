@@ -57,37 +57,24 @@ impl Flow {
         let settings = ConsumerSettings::default();
         Self {
             pool: pool.clone(),
-            bus: CommandBus::new(
-                pool.clone(),
-                std::sync::Arc::new(projections::vault::Vault::new(
-                    &projections::vault::MasterKey::new([7; 32]),
-                )),
-                services,
-                Arc::new(SystemClock),
-            ),
+            bus: CommandBus::new(pool.clone(), test_vault(), services, Arc::new(SystemClock)),
             users: Consumer::new(
                 pool.clone(),
-                std::sync::Arc::new(projections::vault::Vault::new(
-                    &projections::vault::MasterKey::new([7; 32]),
-                )),
+                test_vault(),
                 UsersView::live(),
                 settings.clone(),
                 LogSignal::new(),
             ),
             emails: Consumer::new(
                 pool.clone(),
-                std::sync::Arc::new(projections::vault::Vault::new(
-                    &projections::vault::MasterKey::new([7; 32]),
-                )),
+                test_vault(),
                 EmailsView::live(),
                 settings.clone(),
                 LogSignal::new(),
             ),
             manager: Consumer::new(
                 pool.clone(),
-                std::sync::Arc::new(projections::vault::Vault::new(
-                    &projections::vault::MasterKey::new([7; 32]),
-                )),
+                test_vault(),
                 ProcessManager::new(manager),
                 settings,
                 LogSignal::new(),
@@ -238,4 +225,11 @@ pub async fn mount(server: &MockServer, response: ResponseTemplate, times: Optio
         Some(n) => mock.up_to_n_times(n).mount(server).await,
         None => mock.mount(server).await,
     }
+}
+
+/// The vault of every test (one master key, so that binaries and buses share their data).
+fn test_vault() -> std::sync::Arc<projections::vault::Vault> {
+    std::sync::Arc::new(projections::vault::Vault::new(
+        &projections::vault::MasterKey::new([7; 32]),
+    ))
 }
