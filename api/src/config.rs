@@ -534,32 +534,40 @@ impl SecretsConfig {
                 use std::io::Write as _;
                 let mut key = [0u8; 32];
                 rand::rngs::OsRng.fill_bytes(&mut key);
-                let mut options = std::fs::OpenOptions::new();
-                options.write(true).create_new(true);
+                // Written whole to a file of our own, then linked into place: of processes
+                // starting at once, exactly one key wins, and nobody reads a half-written file.
+                let dir = path
+                    .parent()
+                    .filter(|p| !p.as_os_str().is_empty())
+                    .unwrap_or(std::path::Path::new("."));
+                let mut file = tempfile::NamedTempFile::new_in(dir)
+                    .with_context(|| format!("creating MASTER_KEY_FILE {}", path.display()))?;
                 #[cfg(unix)]
                 {
-                    use std::os::unix::fs::OpenOptionsExt as _;
-                    options.mode(0o600);
+                    use std::os::unix::fs::PermissionsExt as _;
+                    file.as_file()
+                        .set_permissions(std::fs::Permissions::from_mode(0o600))
+                        .with_context(|| format!("creating MASTER_KEY_FILE {}", path.display()))?;
                 }
-                let mut file = match options.open(path) {
-                    Ok(file) => file,
-                    // Another process created it meanwhile: use theirs.
-                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                        return self.master_key()
-                    }
-                    Err(e) => {
-                        return Err(e).with_context(|| {
-                            format!("creating MASTER_KEY_FILE {}", path.display())
-                        })
-                    }
-                };
                 writeln!(
                     file,
                     "{}",
                     base64::engine::general_purpose::STANDARD.encode(key)
                 )
-                .and_then(|()| file.sync_all())
+                .and_then(|()| file.as_file().sync_all())
                 .with_context(|| format!("writing MASTER_KEY_FILE {}", path.display()))?;
+                match file.persist_noclobber(path) {
+                    Ok(_) => {}
+                    // Another process created it meanwhile: use theirs.
+                    Err(e) if e.error.kind() == std::io::ErrorKind::AlreadyExists => {
+                        return self.master_key()
+                    }
+                    Err(e) => {
+                        return Err(e.error).with_context(|| {
+                            format!("creating MASTER_KEY_FILE {}", path.display())
+                        })
+                    }
+                }
                 tracing::warn!(
                     file = %path.display(),
                     "generated a new master key: back this file up apart from the database; without it, every client's name, address and emails are unreadable and unsubscribe links stop working"
@@ -789,6 +797,40 @@ mod tests {
     use clap::Parser as _;
 
     use super::*;
+
+    #[test]
+    fn processes_starting_at_once_all_get_the_one_master_key_made() {
+        let dir = tempfile::tempdir().unwrap();
+        let secrets = SecretsConfig {
+            master_key: None,
+            master_key_file: dir.path().join("engagement.key"),
+            erasure_ledger_file: None,
+        };
+        let keys: Vec<[u8; 32]> = std::thread::scope(|scope| {
+            let starts: Vec<_> = (0..16)
+                .map(|_| scope.spawn(|| secrets.master_key().unwrap()))
+                .collect();
+            starts.into_iter().map(|s| s.join().unwrap()).collect()
+        });
+        assert!(keys.iter().all(|k| *k == keys[0]));
+        assert_eq!(secrets.master_key().unwrap(), keys[0]);
+        // One key file, nothing left beside it, readable by its owner only.
+        let files: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(files.len(), 1);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = std::fs::metadata(&secrets.master_key_file)
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        assert_eq!(
+            secrets.ledger().path(),
+            dir.path().join("engagement.erasures")
+        );
+    }
 
     fn email(args: &[&str]) -> EmailConfig {
         let mut argv = vec!["engagement", "serve"];
