@@ -7,11 +7,13 @@
 //!
 //! # Layout
 //! - this module: the reader ([`read_after`]) and a client's own stream ([`read_stream_pages`]).
+//! - [`as_of`]: a client as they stood at a moment, from kept states.
 //! - [`position`]: a place in the log.
 //! - [`consumer`]: checkpointed consumers, their wake-up signal, read-your-writes, lag.
 //! - [`tail`]: the live tail of the log that feeds subscriptions.
 //! - [`upcast`](mod@upcast): the one place older event versions become current ones.
 
+pub mod as_of;
 pub mod consumer;
 pub mod position;
 pub mod tail;

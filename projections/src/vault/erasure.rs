@@ -27,12 +27,18 @@ use super::personal::{
 use super::Vault;
 
 /// Seals what of `client` is still in the clear in `events` and `snapshots`, then deletes the
-/// client's key and external id claim. Runs inside the transaction appending `UserErased`.
+/// client's kept past states, key and external id claim. Runs inside the transaction
+/// appending `UserErased`.
 ///
 /// # Errors
 /// The database failed.
 pub async fn shred(conn: &mut PgConnection, vault: &Vault, client: &str) -> anyhow::Result<()> {
     seal_plain_of(conn, vault, client).await?;
+    sqlx::query("delete from client_states where aggregate_id = $1")
+        .bind(client)
+        .execute(&mut *conn)
+        .await
+        .context("deleting an erased user's kept states")?;
     sqlx::query("delete from client_keys where client_id = $1")
         .bind(client)
         .execute(&mut *conn)
