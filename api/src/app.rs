@@ -28,6 +28,7 @@ use crate::graphql::{build_schema, ApiContext};
 use crate::http::rate_limit::{RateLimit, RateLimiter};
 use crate::http::response_cache::ResponseCache;
 use crate::http::{self, AppState};
+use crate::replicas::Replicas;
 use axum::http::{header, HeaderName, HeaderValue, Method};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
@@ -76,6 +77,8 @@ pub struct AppParts {
     pub demo: Option<Arc<crate::demo::DemoProgress>>,
     /// Where `GET /metrics` is served, if metrics are recorded at all.
     pub metrics: Metrics,
+    /// Read replicas for queries (none: all on the primary).
+    pub replicas: Arc<Replicas>,
 }
 
 /// Whether metrics are recorded, and where `GET /metrics` is served.
@@ -93,6 +96,7 @@ impl AppParts {
     /// Parts with the system clock, default services and settings, sealing personal data
     /// under `master`.
     pub fn new(pool: PgPool, master: &MasterKey) -> Self {
+        let pool_for_replicas = pool.clone();
         Self {
             pool,
             vault: Arc::new(Vault::new(master)),
@@ -116,6 +120,7 @@ impl AppParts {
             email_events_webhook: Default::default(),
             demo: None,
             metrics: Metrics::OnMain,
+            replicas: Arc::new(Replicas::none(pool_for_replicas)),
         }
     }
 }
@@ -167,6 +172,14 @@ impl App {
             &stop,
         );
         let email_writer = emails.describe_writer.clone();
+        if parts.replicas.any() {
+            let checks = parts.replicas.spawn_checks();
+            let stop_checks = stop.clone();
+            background.spawn(async move {
+                stop_checks.cancelled().await;
+                checks.abort();
+            });
+        }
         let schema = build_schema(ApiContext {
             pool: parts.pool.clone(),
             commands: commands.clone(),
@@ -177,6 +190,8 @@ impl App {
             jobs_signal,
             erasure_ledger: parts.erasure_ledger,
             demo: parts.demo,
+            past: Arc::default(),
+            replicas: parts.replicas.clone(),
         });
         Self {
             cors_origins: parts.cors_origins,
@@ -192,6 +207,7 @@ impl App {
                 order_webhook: parts.order_webhook,
                 email_events_webhook: parts.email_events_webhook,
                 emails,
+                replicas: parts.replicas,
                 response_cache: (parts.response_cache_bytes > 0)
                     .then(|| Arc::new(ResponseCache::new(parts.response_cache_bytes))),
             },

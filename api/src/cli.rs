@@ -274,6 +274,15 @@ async fn run_serve(
         },
         vault: std::sync::Arc::new(vault),
         erasure_ledger: Some(secrets.ledger()),
+        replicas: std::sync::Arc::new(crate::replicas::Replicas::new(
+            pool.clone(),
+            &config.database_read_url,
+            &database.pool_settings(),
+            crate::replicas::ReadSettings {
+                max_lag: Duration::from_millis(config.database_read_max_lag_ms),
+                wait: Duration::from_millis(config.database_read_wait_ms),
+            },
+        )?),
         ..AppParts::new(pool, &master)
     });
     if let Some(listener) = metrics_listener {

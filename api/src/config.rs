@@ -285,6 +285,22 @@ pub struct ServeConfig {
     /// Requests a token may send at once before the per-second rate applies.
     #[arg(long, env = "API_RATE_LIMIT_BURST", default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..))]
     pub api_rate_limit_burst: u32,
+    /// PostgreSQL streaming replicas (hot standbys of DATABASE_URL) that queries are read
+    /// from, comma-separated; writes and the log's consumers stay on the primary. Empty: none.
+    #[arg(
+        long,
+        env = "DATABASE_READ_URL",
+        default_value = "",
+        hide_env_values = true
+    )]
+    pub database_read_url: String,
+    /// A replica further behind the primary than this many milliseconds gets no queries.
+    #[arg(long, env = "DATABASE_READ_MAX_LAG_MS", default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub database_read_max_lag_ms: u64,
+    /// How long a query waits for a replica to replay the writes it must see before it runs
+    /// on the primary instead, in milliseconds.
+    #[arg(long, env = "DATABASE_READ_WAIT_MS", default_value_t = 200)]
+    pub database_read_wait_ms: u64,
     /// Megabytes of answers to read-model queries kept until the read models change (0: off).
     #[arg(long, env = "API_RESPONSE_CACHE_MB", default_value_t = 64)]
     pub api_response_cache_mb: usize,

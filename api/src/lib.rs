@@ -26,4 +26,5 @@ pub mod health;
 pub mod http;
 pub mod import;
 pub mod keys;
+pub mod replicas;
 pub mod telemetry;

@@ -101,6 +101,26 @@ fn on_loopback_without_sslmode(url: &str, options: &PgConnectOptions, env_sslmod
 /// # Errors
 /// The URL does not parse or the server cannot be reached.
 pub async fn connect(url: &str, settings: &PoolSettings) -> anyhow::Result<PgPool> {
+    let (pool, options) = pool_options(url, settings)?;
+    pool.connect_with(options)
+        .await
+        .with_context(|| format!("could not connect to PostgreSQL at {}", redact_url(url)))
+}
+
+/// A pool to `url` like [`connect`]'s that connects only when first used (a read replica
+/// that is down at start-up is not a reason not to start).
+///
+/// # Errors
+/// The URL does not parse.
+pub fn connect_lazy(url: &str, settings: &PoolSettings) -> anyhow::Result<PgPool> {
+    let (pool, options) = pool_options(url, settings)?;
+    Ok(pool.connect_lazy_with(options))
+}
+
+fn pool_options(
+    url: &str,
+    settings: &PoolSettings,
+) -> anyhow::Result<(PgPoolOptions, PgConnectOptions)> {
     let options = PgConnectOptions::from_str(url)
         .with_context(|| format!("invalid database URL {}", redact_url(url)))?
         .application_name("engagement")
@@ -126,7 +146,7 @@ pub async fn connect(url: &str, settings: &PoolSettings) -> anyhow::Result<PgPoo
     } else {
         options
     };
-    PgPoolOptions::new()
+    let pool = PgPoolOptions::new()
         .max_connections(settings.max_connections)
         .acquire_timeout(settings.acquire_timeout)
         // sqlx pings every connection it hands out: a round trip per acquire. A connection
@@ -140,10 +160,8 @@ pub async fn connect(url: &str, settings: &PoolSettings) -> anyhow::Result<PgPoo
                 }
                 Ok(true)
             })
-        })
-        .connect_with(options)
-        .await
-        .with_context(|| format!("could not connect to PostgreSQL at {}", redact_url(url)))
+        });
+    Ok((pool, options))
 }
 
 /// Creates the database named in `url` if it does not exist yet.

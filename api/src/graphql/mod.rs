@@ -61,6 +61,23 @@ pub struct ApiContext {
     pub erasure_ledger: Option<projections::vault::erasure::Ledger>,
     /// The demo's fill, when serving one.
     pub demo: Option<Arc<crate::demo::DemoProgress>>,
+    /// Kept past states recently read (`userAsOf`).
+    pub past: Arc<projections::log::as_of::PastStates>,
+    /// Read replicas, and where each query runs.
+    pub replicas: Arc<crate::replicas::Replicas>,
+}
+
+/// The pool a query reads from: a replica, or the primary (requests that carry none, such as
+/// mutations, read the primary).
+#[derive(Clone)]
+pub struct ReadPool(pub PgPool);
+
+/// The pool this request reads views and the log from.
+pub fn read_pool<'a>(ctx: &'a async_graphql::Context<'_>) -> &'a PgPool {
+    match ctx.data_opt::<ReadPool>() {
+        Some(ReadPool(pool)) => pool,
+        None => &ctx.data_unchecked::<ApiContext>().pool,
+    }
 }
 
 /// Per-request identifiers stored on every event a request causes.

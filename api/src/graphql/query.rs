@@ -2,9 +2,8 @@
 
 use async_graphql::{Context, Enum, InputObject, Object, ID};
 use chrono::{DateTime, Utc};
-use cqrs_es::Aggregate as _;
-use domain::client::Client;
 use projections::engagement::jobs;
+use projections::log::as_of::{LookBack, Moment};
 use projections::views::emails::{self, EmailFilter};
 use projections::views::users::{self, SortedUser, UserSort, UsersPage};
 use uuid::Uuid;
@@ -19,7 +18,7 @@ use super::types::{
     EngagementSummary, EventConnection, Health, TrendDay, UpliftReport, User, UserConnection,
     UserState, UserStatus,
 };
-use super::ApiContext;
+use super::{read_pool, ApiContext};
 
 /// Which users to list.
 #[derive(InputObject, Default, Debug)]
@@ -170,7 +169,6 @@ impl Query {
         first: Option<i32>,
         after: Option<String>,
     ) -> async_graphql::Result<UserConnection> {
-        let api = ctx.data_unchecked::<ApiContext>();
         let filter = filter.unwrap_or_default().parse()?;
         let limit = cursor::page_size(first)?;
         let order = order_by.unwrap_or(UserOrder {
@@ -184,12 +182,12 @@ impl Query {
             after: after.as_deref().map(cursor::decode).transpose()?,
             limit: limit + 1,
         };
-        let rows = users::page(&api.pool, &page)
+        let rows = users::page(read_pool(ctx), &page)
             .await
             .map_err(ApiError::from)?;
         // Counting costs a scan: only when asked for.
         let total = if ctx.look_ahead().field("totalCount").exists() {
-            users::count(&api.pool, &page.filter)
+            users::count(read_pool(ctx), &page.filter)
                 .await
                 .map_err(ApiError::from)?
         } else {
@@ -207,8 +205,9 @@ impl Query {
     /// One email.
     async fn email(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<Email>> {
         let id = parse_id(&id, "id")?;
-        let api = ctx.data_unchecked::<ApiContext>();
-        let row = emails::load(&api.pool, id).await.map_err(ApiError::from)?;
+        let row = emails::load(read_pool(ctx), id)
+            .await
+            .map_err(ApiError::from)?;
         Ok(row.map(Email::from))
     }
 
@@ -222,7 +221,6 @@ impl Query {
         first: Option<i32>,
         after: Option<String>,
     ) -> async_graphql::Result<EmailConnection> {
-        let api = ctx.data_unchecked::<ApiContext>();
         let filter = EmailFilter {
             user_id: user_id
                 .as_ref()
@@ -233,10 +231,10 @@ impl Query {
         let limit = cursor::page_size(first)?;
         let after: Option<(DateTime<Utc>, Uuid)> =
             after.as_deref().map(cursor::decode).transpose()?;
-        let rows = emails::page(&api.pool, filter, after, limit + 1)
+        let rows = emails::page(read_pool(ctx), filter, after, limit + 1)
             .await
             .map_err(ApiError::from)?;
-        let total = emails::count(&api.pool, filter)
+        let total = emails::count(read_pool(ctx), filter)
             .await
             .map_err(ApiError::from)?;
         Ok(EmailConnection::of_rows(rows, limit, total))
@@ -283,45 +281,28 @@ impl Query {
                 return Err(ApiError::validation("version", "must be at least 1").into());
             }
         }
-        let events = projections::log::read_stream(&api.pool, api.commands.vault(), id)
+        let moment = match (at, version) {
+            (Some(at), _) => Moment::At(at),
+            (_, Some(v)) => Moment::Version(i64::from(v)),
+            _ => Moment::Latest,
+        };
+        let looked = api
+            .past
+            .state_at(read_pool(ctx), &api.pool, api.commands.vault(), id, moment)
             .await
             .map_err(ApiError::from)?;
-        if events.is_empty() {
-            return Ok(None);
-        }
-        if let Some(v) = version {
-            if i64::from(v) > events.len() as i64 {
-                return Err(ApiError::validation(
-                    "version",
-                    format!("the user has {} events", events.len()),
-                )
-                .into());
+        match looked {
+            LookBack::Found(state) => Ok(Some(UserState::from_client(
+                &state.client,
+                state.version,
+                at.unwrap_or(state.happened_at),
+            ))),
+            // Unknown, or not created yet at that moment.
+            LookBack::Unknown | LookBack::NotYet => Ok(None),
+            LookBack::Beyond { length } => {
+                Err(ApiError::validation("version", format!("the user has {length} events")).into())
             }
         }
-        let mut client = Client::default();
-        let mut reached = 0;
-        let mut last_time = None;
-        for stored in &events {
-            let event = stored.event().map_err(ApiError::from)?;
-            let happened = event.occurred_at();
-            let include = match (at, version) {
-                (Some(at), _) => happened <= at,
-                (_, Some(v)) => stored.sequence <= i64::from(v),
-                _ => true,
-            };
-            if !include {
-                break;
-            }
-            client.apply(event);
-            reached = stored.sequence;
-            last_time = Some(happened);
-        }
-        if reached == 0 {
-            // The user did not exist yet at that moment.
-            return Ok(None);
-        }
-        let as_of = at.or(last_time).unwrap_or_else(Utc::now);
-        Ok(Some(UserState::from_client(&client, reached, as_of)))
     }
 
     /// Counts for the overview.
@@ -329,9 +310,10 @@ impl Query {
         &self,
         ctx: &Context<'_>,
     ) -> async_graphql::Result<EngagementSummary> {
-        let api = ctx.data_unchecked::<ApiContext>();
-        let summary = users::summary(&api.pool).await.map_err(ApiError::from)?;
-        let emails = emails::count(&api.pool, EmailFilter::default())
+        let summary = users::summary(read_pool(ctx))
+            .await
+            .map_err(ApiError::from)?;
+        let emails = emails::count(read_pool(ctx), EmailFilter::default())
             .await
             .map_err(ApiError::from)?;
         let int = |n: i64| i32::try_from(n).unwrap_or(i32::MAX);
@@ -363,9 +345,10 @@ impl Query {
         if since.is_some_and(|since| since >= until) {
             return Err(ApiError::validation("since", "must be before until").into());
         }
-        let triggers = projections::views::uplift::triggers(&api.pool, since, until, window_days)
-            .await
-            .map_err(ApiError::from)?;
+        let triggers =
+            projections::views::uplift::triggers(read_pool(ctx), since, until, window_days)
+                .await
+                .map_err(ApiError::from)?;
         Ok(UpliftReport::new(
             window_days,
             &domain::uplift::report(&triggers),
@@ -386,7 +369,7 @@ impl Query {
         }
         let today = api.commands.clock().now().date_naive();
         let from = today - chrono::Duration::days(i64::from(days - 1));
-        let rows = projections::views::trend::days(&api.pool, from, today)
+        let rows = projections::views::trend::days(read_pool(ctx), from, today)
             .await
             .map_err(ApiError::from)?;
         Ok(rows.into_iter().map(TrendDay::from).collect())
@@ -401,15 +384,14 @@ impl Query {
         first: Option<i32>,
         after: Option<String>,
     ) -> async_graphql::Result<EmailJobConnection> {
-        let api = ctx.data_unchecked::<ApiContext>();
         let limit = cursor::page_size(first)?;
         let status = status.map(Into::into);
         let after: Option<(DateTime<Utc>, Uuid)> =
             after.as_deref().map(cursor::decode).transpose()?;
-        let rows = jobs::page(&api.pool, status, after, limit + 1)
+        let rows = jobs::page(read_pool(ctx), status, after, limit + 1)
             .await
             .map_err(ApiError::from)?;
-        let total = jobs::count(&api.pool, status)
+        let total = jobs::count(read_pool(ctx), status)
             .await
             .map_err(ApiError::from)?;
         let items = rows

@@ -27,9 +27,10 @@ use super::AppState;
 use crate::graphql::auth::Principal;
 use crate::graphql::errors::ApiError;
 use crate::graphql::loaders::Loaders;
-use crate::graphql::RequestMeta;
+use crate::graphql::{ReadPool, RequestMeta};
 use crate::http::metrics::GraphqlOutcome;
 use crate::http::response_cache;
+use crate::replicas::Lsn;
 
 /// Largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -225,6 +226,10 @@ async fn execute(
         return refused;
     }
     let operation = operation_type(doc.as_deref(), request.operation_name.as_deref());
+    let read_after = match read_after(headers) {
+        Ok(after) => after,
+        Err(error) => return refuse(StatusCode::BAD_REQUEST, &error),
+    };
     let meta = request_meta(headers);
     // The views' token is read before executing: an answer computed while they moved is kept
     // under the old token and never served under the new one.
@@ -247,14 +252,44 @@ async fn execute(
             }
         }
     }
-    let mut request = request.data(principal).data(meta).data(Loaders::new(
-        state.pool.clone(),
-        state.commands.vault().clone(),
-    ));
-    if let Some(doc) = doc {
-        request.set_parsed_query((*doc).clone());
+    // Queries go to a replica that has what they must see (or the primary); the rest, and
+    // every query when no replica is configured, to the primary.
+    let target = if operation == "query" && state.replicas.any() {
+        Some(state.replicas.target(read_after).await)
+    } else {
+        None
+    };
+    let run = |pool: Option<sqlx::PgPool>| {
+        let mut run = async_graphql::Request::new(request.query.clone())
+            .variables(request.variables.clone())
+            .data(principal.clone())
+            .data(meta.clone());
+        run.operation_name.clone_from(&request.operation_name);
+        run.extensions.clone_from(&request.extensions);
+        let loaders_pool = pool.clone().unwrap_or_else(|| state.pool.clone());
+        if let Some(pool) = pool {
+            run = run.data(ReadPool(pool));
+        }
+        run = run.data(Loaders::new(loaders_pool, state.commands.vault().clone()));
+        if let Some(doc) = &doc {
+            run.set_parsed_query((**doc).clone());
+        }
+        tokio::time::timeout(REQUEST_TIMEOUT, state.schema.execute(run))
+    };
+    let mut executed = run(target.as_ref().map(|t| t.pool.clone())).await;
+    if let (Some(target), Ok(response)) = (&target, &executed) {
+        if target.is_replica() && answered_unavailable(response) {
+            // The replica failed under this query: the same query on the primary, now.
+            state.replicas.failed(target);
+            executed = run(Some(state.pool.clone())).await;
+        }
     }
-    match tokio::time::timeout(REQUEST_TIMEOUT, state.schema.execute(request)).await {
+    let position = if operation == "mutation" && state.replicas.any() {
+        state.replicas.primary_position().await.ok()
+    } else {
+        None
+    };
+    let answered = match executed {
         Ok(mut response) => {
             // Errors raised before any resolver ran (syntax, unknown fields, depth, complexity)
             // come without a code; they are all faults of the request.
@@ -300,7 +335,51 @@ async fn execute(
                 "request timed out after {REQUEST_TIMEOUT:?}"
             )),
         ),
+    };
+    match position {
+        // Where the primary stood once the mutation was done: a later query sent with it in
+        // `X-Read-After` sees the mutation, wherever it runs.
+        Some(position) => {
+            let mut answered = answered;
+            if let Ok(value) = axum::http::HeaderValue::from_str(&position.to_string()) {
+                answered
+                    .headers_mut()
+                    .insert(header::HeaderName::from_static("x-read-position"), value);
+            }
+            answered
+        }
+        None => answered,
     }
+}
+
+/// Whether `response` says a database did not answer.
+fn answered_unavailable(response: &async_graphql::Response) -> bool {
+    response.errors.iter().any(|e| {
+        e.extensions
+            .as_ref()
+            .and_then(|x| x.get("code"))
+            .is_some_and(
+                |code| matches!(code, async_graphql::Value::String(c) if c == "UNAVAILABLE"),
+            )
+    })
+}
+
+/// The log position a query must see (`X-Read-After`, as `X-Read-Position` gave it).
+fn read_after(headers: &HeaderMap) -> Result<Option<Lsn>, ApiError> {
+    let Some(value) = headers.get("x-read-after") else {
+        return Ok(None);
+    };
+    value
+        .to_str()
+        .ok()
+        .and_then(Lsn::parse)
+        .map(Some)
+        .ok_or_else(|| {
+            ApiError::validation(
+                "X-Read-After",
+                "must be a position as X-Read-Position gives it (e.g. 0/16B3748)",
+            )
+        })
 }
 
 // The request's span (`http::request`) is this handler's span.

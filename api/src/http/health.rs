@@ -75,6 +75,7 @@ async fn api_health(State(state): State<AppState>) -> (StatusCode, Json<serde_js
                 "emailWriter": report.email_writer,
                 "emailDelivery": state.emails.delivery.mode.as_str(),
                 "mailServer": state.emails.mail_server,
+                "replicas": state.replicas.health(),
             },
             "projectionLag": report.projection_lag,
             "consumers": consumers,

@@ -69,6 +69,8 @@ pub struct AppState {
     pub email_events_webhook: webhooks::WebhookSecrets,
     /// The delivery in force and the mail server.
     pub emails: projections::runtime::EmailRuntime,
+    /// Read replicas, and where each query runs.
+    pub replicas: Arc<crate::replicas::Replicas>,
 }
 
 impl std::fmt::Debug for AppState {

@@ -48,6 +48,11 @@ fn free_port() -> u16 {
 impl Cluster {
     /// Creates and starts a cluster with trust authentication on 127.0.0.1.
     pub fn start() -> Self {
+        Self::start_with("")
+    }
+
+    /// A cluster not yet created, in a directory of its own.
+    fn empty() -> Self {
         let bin = bin_dir();
         let dir = tempfile::Builder::new()
             .prefix("engagement-cluster-")
@@ -62,12 +67,58 @@ impl Cluster {
                 .unwrap();
             assert!(status.success());
         }
-        let cluster = Self {
+        Self {
             port: free_port(),
             dir,
             data,
             bin,
-        };
+        }
+    }
+
+    /// Appends `lines` to the cluster's `postgresql.conf` (later lines win).
+    fn configure(&self, lines: &str) {
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.data.join("postgresql.conf"))
+            .unwrap();
+        std::io::Write::write_all(&mut file, lines.as_bytes()).unwrap();
+    }
+
+    /// A hot standby of `primary` (`pg_basebackup -R`: streaming replication), on a port of
+    /// its own, with `conf` added to its settings, started.
+    pub fn standby_of(primary: &Cluster, conf: &str) -> Self {
+        let standby = Self::empty();
+        let data = standby.data.to_str().unwrap().to_owned();
+        standby.run(
+            "pg_basebackup",
+            &[
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &primary.port.to_string(),
+                "-U",
+                "postgres",
+                "-D",
+                &data,
+                "-R",
+                "-X",
+                "stream",
+                "--no-sync",
+            ],
+        );
+        standby.configure(&format!(
+            "port = {}\nunix_socket_directories = '{}'\n{conf}\n",
+            standby.port,
+            standby.dir.path().display()
+        ));
+        standby.up();
+        standby
+    }
+
+    /// Creates and starts a cluster like [`Cluster::start`], with `conf` added to its
+    /// settings.
+    pub fn start_with(conf: &str) -> Self {
+        let cluster = Self::empty();
         let data = cluster.data.to_str().unwrap().to_owned();
         cluster.run(
             "initdb",
@@ -82,17 +133,13 @@ impl Cluster {
                 "UTF8",
             ],
         );
-        let conf = format!(
+        let settings = format!(
             "listen_addresses = '127.0.0.1'\nport = {}\nunix_socket_directories = '{}'\nfsync = off\n\
              max_connections = 100\nshared_buffers = 32MB\n",
             cluster.port,
             cluster.dir.path().display()
         );
-        let mut file = std::fs::OpenOptions::new()
-            .append(true)
-            .open(cluster.data.join("postgresql.conf"))
-            .unwrap();
-        std::io::Write::write_all(&mut file, conf.as_bytes()).unwrap();
+        cluster.configure(&format!("{settings}{conf}\n"));
         cluster.up();
         cluster
     }
@@ -117,6 +164,11 @@ impl Cluster {
 
     fn log(&self) -> PathBuf {
         self.dir.path().join("server.log")
+    }
+
+    /// What the server has logged so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(self.log()).unwrap_or_default()
     }
 
     /// Starts the server and waits until it accepts connections.
