@@ -107,3 +107,140 @@ async fn reads_of_anything_but_the_views_and_errors_are_never_kept(pool: PgPool)
             > before["data"]["userHistory"]["totalCount"].as_i64()
     );
 }
+
+/// Places order `order` for `user` through `app`.
+async fn order(app: &TestApp, user: &str, order: &str) {
+    app.gql(
+        "mutation($u: ID!, $o: String!) { placeOrder(userId: $u, input: { orderId: $o, amount: \"20\" }) { id } }",
+        json!({ "u": user, "o": order }),
+    )
+    .await;
+}
+
+/// Asks twice through `app`: the second answer must come from the cache.
+async fn kept(app: &TestApp, query: &str, variables: Value) -> Value {
+    let (_, body) = ask(app, query, variables.clone()).await;
+    assert!(body["errors"].is_null(), "{body}");
+    let (cache, again) = ask(app, query, variables).await;
+    assert_eq!(cache, "hit", "{query}");
+    assert_eq!(again, body);
+    body
+}
+
+#[sqlx::test(migrator = "projections::db::MIGRATOR")]
+async fn a_kept_answer_outlives_writes_it_did_not_read_but_none_it_did(pool: PgPool) {
+    let first = spawn_app(pool.clone()).await;
+    let second = spawn_app(pool).await;
+    let ada = first.create_user("Ada", "ada@example.com").await;
+    let bob = first.create_user("Bob", "bob@example.com").await;
+
+    // One client: kept through another client's order, fresh after their own (both written
+    // through the other instance).
+    let user = "query($id: ID!) { user(id: $id) { name orderCount emails { totalCount } } }";
+    kept(&first, user, json!({ "id": ada })).await;
+    order(&second, &bob, "b-1").await;
+    let (cache, _) = ask(&first, user, json!({ "id": ada })).await;
+    assert_eq!(
+        cache, "hit",
+        "Bob's order changes nothing Ada's answer read"
+    );
+    order(&second, &ada, "a-1").await;
+    let (cache, fresh) = ask(&first, user, json!({ "id": ada })).await;
+    assert_eq!(cache, "miss");
+    assert_eq!(fresh["data"]["user"]["orderCount"], 1);
+
+    // A client not there yet: fresh once created.
+    let missing = uuid::Uuid::new_v4().to_string();
+    kept(&first, user, json!({ "id": missing })).await;
+
+    // A page by creation date: kept through orders of clients it does not show, fresh when
+    // a client comes (through the other instance).
+    let newest = "{ users(first: 1) { totalCount nodes { name orderCount } } }";
+    let page = kept(&first, newest, json!({})).await;
+    // (Both were created at the same moment of the test's clock: either may come first.)
+    let (shown, hidden) = if page["data"]["users"]["nodes"][0]["name"] == "Bob" {
+        (&bob, &ada)
+    } else {
+        (&ada, &bob)
+    };
+    order(&second, hidden, "h-1").await;
+    let (cache, _) = ask(&first, newest, json!({})).await;
+    assert_eq!(
+        cache, "hit",
+        "a client not on the page, and orders do not reorder it"
+    );
+    order(&second, shown, "s-1").await;
+    let (cache, fresh) = ask(&first, newest, json!({})).await;
+    assert_eq!(cache, "miss");
+    assert_eq!(
+        fresh["data"]["users"]["nodes"][0]["orderCount"],
+        page["data"]["users"]["nodes"][0]["orderCount"]
+            .as_i64()
+            .unwrap()
+            + 1
+    );
+    kept(&first, newest, json!({})).await;
+    second.create_user("Cy", "cy@example.com").await;
+    let (cache, fresh) = ask(&first, newest, json!({})).await;
+    assert_eq!(cache, "miss", "a client came");
+    assert_eq!(fresh["data"]["users"]["totalCount"], 3);
+
+    // A page by score: any client's score may reorder it.
+    let top = "{ users(first: 1, orderBy: { field: ENGAGEMENT_SCORE, direction: ASC }) { nodes { name } } }";
+    kept(&first, top, json!({})).await;
+    second
+        .gql(
+            "mutation($u: ID!) { setEngagementScore(userId: $u, score: 1, reason: \"test\") { id } }",
+            json!({ "u": ada }),
+        )
+        .await;
+    let (cache, fresh) = ask(&first, top, json!({})).await;
+    assert_eq!(cache, "miss");
+    assert_eq!(fresh["data"]["users"]["nodes"][0]["name"], "Ada");
+
+    // The summary reads everything.
+    let summary = "{ engagementSummary { users } }";
+    kept(&first, summary, json!({})).await;
+    second.create_user("Dee", "dee@example.com").await;
+    let (cache, fresh) = ask(&first, summary, json!({})).await;
+    assert_eq!(cache, "miss");
+    assert_eq!(fresh["data"]["engagementSummary"]["users"], 4);
+
+    // Emails: the list is fresh once one is written (Ada's low score above brings her a
+    // template email, whichever instance writes it).
+    let list = "{ emails(first: 5) { totalCount nodes { id user { name } } } }";
+    let email = "query($id: ID!) { email(id: $id) { subject } }";
+    let mut written = Value::Null;
+    for _ in 0..100 {
+        let (_, body) = ask(&first, list, json!({})).await;
+        if body["data"]["emails"]["totalCount"] == 1 {
+            written = body;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        written["data"]["emails"]["nodes"][0]["user"]["name"], "Ada",
+        "{written}"
+    );
+    let id = written["data"]["emails"]["nodes"][0]["id"].clone();
+    let one = kept(&first, email, json!({ "id": id })).await;
+    assert!(one["data"]["email"]["subject"].is_string());
+    // Bob's order leaves Ada's email alone; Ada's erasure does not.
+    order(&second, &bob, "b-3").await;
+    let (cache, _) = ask(&first, email, json!({ "id": id })).await;
+    assert_eq!(cache, "hit");
+    second
+        .gql_ok(
+            common::ADMIN,
+            "mutation($u: ID!) { eraseUser(id: $u, reason: \"ticket 9\") }",
+            json!({ "u": ada }),
+        )
+        .await;
+    let (cache, fresh) = ask(&first, email, json!({ "id": id })).await;
+    assert_eq!(cache, "miss");
+    assert_ne!(
+        fresh["data"]["email"]["subject"], one["data"]["email"]["subject"],
+        "{fresh}"
+    );
+}

@@ -15,6 +15,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::cursor;
+use super::dependencies::Recorder;
 use super::errors::{ApiError, ApiResult};
 
 /// A page of one client's emails, newest first.
@@ -211,17 +212,30 @@ impl Loader<EventsPageKey> for PgLoader {
     }
 }
 
-/// The per-request loaders (results are cached for the request only).
+/// The per-request loaders (results are cached for the request only), noting which clients
+/// the answer shows (for the response cache).
 pub struct Loaders {
     inner: DataLoader<PgLoader>,
+    recorder: Arc<Recorder>,
 }
 
 impl Loaders {
     /// Loaders over `pool` (opening personal data with `vault`), for one request.
     pub fn new(pool: PgPool, vault: Arc<Vault>) -> Self {
+        Self::recording(pool, vault, Arc::default())
+    }
+
+    /// The same, noting what the answer reads in `recorder`.
+    pub fn recording(pool: PgPool, vault: Arc<Vault>, recorder: Arc<Recorder>) -> Self {
         Self {
             inner: DataLoader::new(PgLoader { pool, vault }, tokio::spawn),
+            recorder,
         }
+    }
+
+    /// Where resolvers note what their answer reads.
+    pub fn recorder(&self) -> &Recorder {
+        &self.recorder
     }
 
     /// One user from the view.
@@ -229,6 +243,7 @@ impl Loaders {
     /// # Errors
     /// The database failed.
     pub async fn user(&self, id: Uuid) -> ApiResult<Option<UserRow>> {
+        self.recorder.client(id);
         self.inner.load_one(id).await.map_err(shared)
     }
 
@@ -238,6 +253,7 @@ impl Loaders {
     /// # Errors
     /// The database failed.
     pub async fn emails_page(&self, key: EmailsPageKey) -> ApiResult<(Vec<EmailRow>, i64)> {
+        self.recorder.client(key.user_id);
         Ok(self
             .inner
             .load_one(key)

@@ -8,6 +8,7 @@
 //! - [`auth`]: bearer tokens and roles.
 //! - [`errors`]: one error type, mapped to `extensions.code`.
 //! - [`cursor`]: opaque cursors and page sizes.
+//! - [`dependencies`]: what an answer read, for the response cache.
 //! - [`ids`]: ids in arguments, parsed at the edge.
 //!
 //! Resolvers hold no SQL: every query is a named function of the `projections` module that
@@ -15,6 +16,7 @@
 
 pub mod auth;
 pub mod cursor;
+pub mod dependencies;
 pub mod errors;
 pub mod ids;
 pub mod loaders;

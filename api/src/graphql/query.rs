@@ -10,6 +10,7 @@ use uuid::Uuid;
 
 use super::auth::Principal;
 use super::cursor;
+use super::dependencies::aspect;
 use super::errors::{ApiError, ApiResult};
 use super::ids::parse_id;
 use super::loaders::{EventsPageKey, Loaders};
@@ -185,6 +186,15 @@ impl Query {
         let rows = users::page(read_pool(ctx), &page)
             .await
             .map_err(ApiError::from)?;
+        let recorder = ctx.data_unchecked::<Loaders>().recorder();
+        // The row after the page only says whether there is a next page: its membership
+        // matters (recorded), not its fields.
+        recorder.clients(
+            rows.iter()
+                .take(usize::try_from(limit).unwrap_or(usize::MAX))
+                .map(|r| r.row.id),
+        );
+        recorder.aspects(list_dependencies(&page));
         // Counting costs a scan: only when asked for.
         let total = if ctx.look_ahead().field("totalCount").exists() {
             users::count(read_pool(ctx), &page.filter)
@@ -208,6 +218,12 @@ impl Query {
         let row = emails::load(read_pool(ctx), id)
             .await
             .map_err(ApiError::from)?;
+        let recorder = ctx.data_unchecked::<Loaders>().recorder();
+        match &row {
+            Some(row) => recorder.client(row.user_id),
+            // It may be written any moment.
+            None => recorder.aspects(aspect::EMAILS),
+        }
         Ok(row.map(Email::from))
     }
 
@@ -234,6 +250,9 @@ impl Query {
         let rows = emails::page(read_pool(ctx), filter, after, limit + 1)
             .await
             .map_err(ApiError::from)?;
+        ctx.data_unchecked::<Loaders>()
+            .recorder()
+            .aspects(aspect::EMAILS);
         let total = emails::count(read_pool(ctx), filter)
             .await
             .map_err(ApiError::from)?;
@@ -310,6 +329,9 @@ impl Query {
         &self,
         ctx: &Context<'_>,
     ) -> async_graphql::Result<EngagementSummary> {
+        ctx.data_unchecked::<Loaders>()
+            .recorder()
+            .aspects(aspect::ALL);
         let summary = users::summary(read_pool(ctx))
             .await
             .map_err(ApiError::from)?;
@@ -440,4 +462,24 @@ pub async fn fresh_user(pool: &sqlx::PgPool, id: Uuid) -> ApiResult<User> {
         .await?
         .map(User::from)
         .ok_or_else(|| ApiError::NotFound("user not found".into()))
+}
+
+/// What a page of users depends on besides its own rows: which clients are listed at all
+/// (coming and going, the filter's fields) and in what order (the sort's field).
+fn list_dependencies(page: &UsersPage) -> u8 {
+    let filter = &page.filter;
+    let mut aspects = aspect::MEMBERSHIP;
+    aspects |= match page.sort {
+        UserSort::EngagementScore => aspect::SCORE,
+        UserSort::Name => aspect::PROFILE,
+        UserSort::CreatedAt => 0,
+        UserSort::LastOrderDate => aspect::ORDERS,
+    };
+    if filter.at_risk.is_some() || filter.min_score.is_some() || filter.max_score.is_some() {
+        aspects |= aspect::SCORE;
+    }
+    if filter.search.is_some() || filter.category.is_some() {
+        aspects |= aspect::PROFILE;
+    }
+    aspects
 }

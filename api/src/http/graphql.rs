@@ -29,7 +29,7 @@ use crate::graphql::errors::ApiError;
 use crate::graphql::loaders::Loaders;
 use crate::graphql::{ReadPool, RequestMeta};
 use crate::http::metrics::GraphqlOutcome;
-use crate::http::response_cache;
+use crate::http::response_cache::{self, Recorder};
 use crate::replicas::Lsn;
 
 /// Largest request body accepted.
@@ -232,11 +232,12 @@ async fn execute(
     };
     let meta = request_meta(headers);
     // The views' token is read before executing: an answer computed while they moved is kept
-    // under the old token and never served under the new one.
+    // under the old token, and dropped when the cache moves past what it depends on.
     let mut kept = None;
+    let recorder = Arc::new(Recorder::default());
     if let (Some(cache), true) = (&state.response_cache, reads_only_views) {
         match projections::log::consumer::views_token(&state.pool).await {
-            Ok(token) => {
+            Ok(token) if cache.advance(&state.pool, &token).await => {
                 let key = cache_key(&principal, &request);
                 if let Some(answer) = cache.get(&token, &key) {
                     let outcome = GraphqlOutcome {
@@ -247,6 +248,8 @@ async fn execute(
                 }
                 kept = Some((cache, token, key));
             }
+            // Read before another request moved the cache on: answered, not kept.
+            Ok(_) => {}
             Err(error) => {
                 tracing::warn!(%error, "reading the views' checkpoints; answering uncached")
             }
@@ -270,7 +273,11 @@ async fn execute(
         if let Some(pool) = pool {
             run = run.data(ReadPool(pool));
         }
-        run = run.data(Loaders::new(loaders_pool, state.commands.vault().clone()));
+        run = run.data(Loaders::recording(
+            loaders_pool,
+            state.commands.vault().clone(),
+            Arc::clone(&recorder),
+        ));
         if let Some(doc) = &doc {
             run.set_parsed_query((**doc).clone());
         }
@@ -323,7 +330,7 @@ async fn execute(
             };
             match kept {
                 Some((cache, token, key)) if response.errors.is_empty() => {
-                    cache.put(token, key, body.clone());
+                    cache.put(&token, key, body.clone(), recorder.take());
                     json_answer(body, "miss", outcome)
                 }
                 _ => json_answer(body, "bypass", outcome),

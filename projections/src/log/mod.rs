@@ -269,6 +269,44 @@ pub async fn read_stream<'e>(
     Ok(pages.pop().unwrap_or_default())
 }
 
+/// The client and type of every event in `(after, upto]` (two positions readers have passed,
+/// so nothing in between is still to commit), or `None` if there are more than `most`.
+///
+/// # Errors
+/// The database failed.
+pub async fn changed_between<'e>(
+    executor: impl PgExecutor<'e>,
+    after: LogPosition,
+    upto: LogPosition,
+    most: i64,
+) -> anyhow::Result<Option<Vec<(Uuid, String)>>> {
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        "select aggregate_id, event_type from events
+          where (transaction_id, global_position) > ($1::text::xid8, $2)
+            and (transaction_id, global_position) <= ($3::text::xid8, $4)
+          order by events.transaction_id, events.global_position
+          limit $5",
+    )
+    .bind(after.transaction_id.to_string())
+    .bind(after.global_position)
+    .bind(upto.transaction_id.to_string())
+    .bind(upto.global_position)
+    .bind(most.saturating_add(1))
+    .fetch_all(executor)
+    .await
+    .context("reading what changed in the log")?;
+    if rows.len() as i64 > most {
+        return Ok(None);
+    }
+    rows.into_iter()
+        .map(|(id, event_type)| {
+            let id = Uuid::parse_str(&id).context("an event of a non-uuid client")?;
+            Ok((id, event_type))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()
+        .map(Some)
+}
+
 /// True if committed events after `after` exist that a reader cannot take yet, because an
 /// older transaction is still running. A reader that found nothing should then look again
 /// shortly rather than wait for the next notification (the transaction holding it back may
