@@ -301,7 +301,7 @@ pub struct ServeConfig {
     /// on the primary instead, in milliseconds.
     #[arg(long, env = "DATABASE_READ_WAIT_MS", default_value_t = 200)]
     pub database_read_wait_ms: u64,
-    /// Megabytes of answers to read-model queries kept until the read models change (0: off).
+    /// Megabytes of answers to read-model queries kept until something they read changes (0: off).
     #[arg(long, env = "API_RESPONSE_CACHE_MB", default_value_t = 64)]
     pub api_response_cache_mb: usize,
     /// Secrets of the signed order webhook (`POST /webhooks/orders`), comma-separated: any
