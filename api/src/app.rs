@@ -232,7 +232,9 @@ impl App {
                 header::AUTHORIZATION,
                 header::CONTENT_TYPE,
                 HeaderName::from_static("x-correlation-id"),
-            ]);
+                HeaderName::from_static("x-read-after"),
+            ])
+            .expose_headers([HeaderName::from_static("x-read-position")]);
         let metrics = if self.metrics == Metrics::OnMain {
             http::metrics::router()
         } else {

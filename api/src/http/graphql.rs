@@ -262,13 +262,10 @@ async fn execute(
     } else {
         None
     };
-    let run = |pool: Option<sqlx::PgPool>| {
-        let mut run = async_graphql::Request::new(request.query.clone())
-            .variables(request.variables.clone())
-            .data(principal.clone())
-            .data(meta.clone());
-        run.operation_name.clone_from(&request.operation_name);
-        run.extensions.clone_from(&request.extensions);
+    // Data every run of the request carries; a query on a replica keeps a copy of itself, to
+    // run again on the primary should the replica fail under it.
+    let prepare = |mut run: async_graphql::Request, pool: Option<sqlx::PgPool>| {
+        run = run.data(principal.clone()).data(meta.clone());
         let loaders_pool = pool.clone().unwrap_or_else(|| state.pool.clone());
         if let Some(pool) = pool {
             run = run.data(ReadPool(pool));
@@ -283,12 +280,16 @@ async fn execute(
         }
         tokio::time::timeout(REQUEST_TIMEOUT, state.schema.execute(run))
     };
-    let mut executed = run(target.as_ref().map(|t| t.pool.clone())).await;
-    if let (Some(target), Ok(response)) = (&target, &executed) {
-        if target.is_replica() && answered_unavailable(response) {
+    let again = target
+        .as_ref()
+        .filter(|t| t.is_replica())
+        .map(|_| copy_of(&request));
+    let mut executed = prepare(request, target.as_ref().map(|t| t.pool.clone())).await;
+    if let (Some(target), Some(again), Ok(response)) = (&target, again, &executed) {
+        if answered_unavailable(response) {
             // The replica failed under this query: the same query on the primary, now.
             state.replicas.failed(target);
-            executed = run(Some(state.pool.clone())).await;
+            executed = prepare(again, Some(state.pool.clone())).await;
         }
     }
     let position = if operation == "mutation" && state.replicas.any() {
@@ -357,6 +358,16 @@ async fn execute(
         }
         None => answered,
     }
+}
+
+/// `request` as it came (its text, operation, variables and extensions), without the data
+/// added to it for running.
+fn copy_of(request: &async_graphql::Request) -> async_graphql::Request {
+    let mut copy =
+        async_graphql::Request::new(request.query.clone()).variables(request.variables.clone());
+    copy.operation_name.clone_from(&request.operation_name);
+    copy.extensions.clone_from(&request.extensions);
+    copy
 }
 
 /// Whether `response` says a database did not answer.
