@@ -44,10 +44,17 @@ async fn a_kill_during_sends_loses_none_and_repeats_only_what_was_in_flight(pool
     for n in 0..CLIENTS {
         first.at_risk(n).await;
     }
-    // Kill it once a few messages have left and more are on their way.
-    wait_until("the first messages", Duration::from_secs(60), || async {
-        smtp.message_ids().len() >= 8
-    })
+    // Kill it once every email is written (a job being written at the kill is taken up again
+    // only when its lease runs out, two minutes on: another test's subject) and a few messages
+    // have left while more are on their way.
+    wait_until(
+        "every email written and the first messages",
+        Duration::from_secs(60),
+        || async {
+            smtp.message_ids().len() >= 8
+                && count(&pool, "select count(*) from emails").await == CLIENTS as i64
+        },
+    )
     .await;
     drop(first);
     let at_kill = smtp.message_ids().len();
