@@ -14,11 +14,32 @@ use sqlx::PgPool;
 #[sqlx::test(migrator = "projections::db::MIGRATOR")]
 async fn the_uplift_page_says_what_the_numbers_mean(pool: PgPool) {
     let app = spawn_app_holding_out(pool.clone(), 50).await;
+    // Six clients of each group at risk, the first treated: the groups are drawn at random,
+    // and a lopsided draw (two treated against ten held out) would make one reactivation look
+    // like a clear effect, a different sentence from the one this test reads.
     let mut ids = Vec::new();
-    for n in 0..12 {
+    let (mut treated, mut held_out) = (0, 0);
+    let mut n = 0;
+    while treated < 6 || held_out < 6 {
         let id = app
             .create_user(&format!("Client {n}"), &format!("c{n}@example.com"))
             .await;
+        n += 1;
+        let group = app
+            .gql_ok(
+                OPERATOR,
+                "query($u: ID!) { user(id: $u) { group } }",
+                json!({ "u": id }),
+            )
+            .await["user"]["group"]
+            .clone();
+        if group == json!("TREATMENT") && treated < 6 {
+            treated += 1;
+        } else if group == json!("HOLDOUT") && held_out < 6 && treated > 0 {
+            held_out += 1;
+        } else {
+            continue;
+        }
         app.gql_ok(
             OPERATOR,
             "mutation($u: ID!) { setEngagementScore(userId: $u, score: 10, reason: \"test\") { id } }",
