@@ -25,58 +25,7 @@ async fn a_page_of_users_with_their_emails_costs_the_same_queries_whatever_its_s
     let _guard = tracing::subscriber::set_default(subscriber);
 
     let app = spawn_app(pool.clone()).await;
-    let bus = projections::commands::CommandBus::new(
-        pool.clone(),
-        test_vault(),
-        Default::default(),
-        app.clock.clone(),
-    );
-    let mut last = None;
-    for i in 0..25 {
-        let id = app
-            .create_user(&format!("Reader {i}"), &format!("reader{i}@example.com"))
-            .await;
-        for k in 0..2 {
-            let committed = bus
-                .execute(
-                    id.parse().unwrap(),
-                    ClientAction::RecordEmail(RecordEmail {
-                        email_id: Uuid::new_v4(),
-                        content: EmailContent {
-                            subject: format!("Note {k}"),
-                            preheader: "p".into(),
-                            text: "t".into(),
-                            html: "<p>t</p>".into(),
-                            generator: Generator {
-                                kind: "template".into(),
-                                model: "v1".into(),
-                            },
-                            usage: None,
-                        },
-                        trigger: None,
-                        delivery: domain::client::DeliveryMode::Off,
-                    }),
-                    &CommandMetadata::for_actor("test"),
-                )
-                .await;
-            if let Ok(c) = committed {
-                last = Some(c.position);
-            }
-            app.clock.advance(Duration::days(8));
-        }
-    }
-    let handle = projections::log::consumer::Consumer::new(
-        pool.clone(),
-        test_vault(),
-        projections::views::emails::EmailsView::live(),
-        Default::default(),
-        projections::log::consumer::LogSignal::new(),
-    )
-    .handle();
-    handle
-        .wait_for(last.unwrap(), std::time::Duration::from_secs(10))
-        .await
-        .unwrap();
+    let clients = clients_with_emails(&app, &pool, 25).await;
 
     let page = "query($n: Int) { users(first: $n) { nodes { id emails(first: 10) { totalCount nodes { subject } } } } }";
     let mut statements = Vec::new();
@@ -117,6 +66,167 @@ async fn a_page_of_users_with_their_emails_costs_the_same_queries_whatever_its_s
         .filter(|l| l.contains("sort_key") || l.contains("emails e"))
         .count();
     assert_eq!(uncounted, statements[0] - 1, "no count without totalCount");
+
+    // The bodies are fetched only when asked for, however they are asked for; the rest of a
+    // row reads the same either way, and a page after a cursor starts after it.
+    let last = clients.last().unwrap();
+    let full = app
+        .gql(
+            "query($u: ID!) { user(id: $u) { emails(first: 10) { nodes { id subject status generatedAt preheader text html } } } }",
+            json!({ "u": last }),
+        )
+        .await;
+    let full = full["user"]["emails"]["nodes"].as_array().unwrap().clone();
+    assert_eq!(full.len(), 2);
+    assert_eq!(full[0]["text"], "Text 24-1", "newest first: {full:?}");
+    assert_eq!(full[1]["html"], "<p>Html 24-0</p>");
+    assert_eq!(full[1]["preheader"], "Preheader 24-0");
+    let bodies = ["preheader", "text", "html"];
+    for (shape, fetched) in [
+        ("nodes { id subject status generatedAt }", false),
+        (
+            "edges { cursor node { id subject status generatedAt } }",
+            false,
+        ),
+        ("nodes { id subject status generatedAt html }", true),
+        ("nodes { id subject status generatedAt body: text }", true),
+        (
+            "edges { node { id subject status generatedAt preheader } }",
+            true,
+        ),
+        ("nodes { id subject status generatedAt ...Bodies }", true),
+        (
+            "nodes { id subject status generatedAt ... on Email { text } }",
+            true,
+        ),
+    ] {
+        captured.take();
+        let data = app
+            .gql(
+                &format!(
+                    "query($u: ID!) {{ user(id: $u) {{ emails(first: 10) {{ {shape} }} }} }}{}",
+                    if shape.contains("...Bodies") {
+                        " fragment Bodies on Email { html }"
+                    } else {
+                        ""
+                    }
+                ),
+                json!({ "u": last }),
+            )
+            .await;
+        let emails = &data["user"]["emails"];
+        let nodes: Vec<&serde_json::Value> = match emails["nodes"].as_array() {
+            Some(nodes) => nodes.iter().collect(),
+            None => emails["edges"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| &e["node"])
+                .collect(),
+        };
+        assert_eq!(nodes.len(), 2, "{shape}");
+        for (node, whole) in nodes.iter().zip(&full) {
+            for field in ["id", "subject", "status", "generatedAt"] {
+                assert_eq!(node[field], whole[field], "{shape}: {field}");
+            }
+            for field in bodies {
+                if node.get(field).is_some() {
+                    assert_eq!(node[field], whole[field], "{shape}: {field}");
+                }
+            }
+            if let Some(text) = node.get("body") {
+                assert_eq!(text, &whole["text"], "{shape}");
+            }
+        }
+        let log = captured.take();
+        let statement = log
+            .lines()
+            .find(|l| l.contains("emails e"))
+            .unwrap_or_else(|| panic!("{shape}: no emails statement in {log}"));
+        assert_eq!(
+            !statement.contains("''::text as html"),
+            fetched,
+            "{shape}: bodies fetched only when asked for: {statement}"
+        );
+    }
+    let first = app
+        .gql(
+            "query($u: ID!) { user(id: $u) { emails(first: 1) { pageInfo { endCursor } } } }",
+            json!({ "u": last }),
+        )
+        .await;
+    let cursor = first["user"]["emails"]["pageInfo"]["endCursor"].clone();
+    let next = app
+        .gql(
+            "query($u: ID!, $c: String) { user(id: $u) { emails(first: 5, after: $c) { nodes { id } } } }",
+            json!({ "u": last, "c": cursor }),
+        )
+        .await;
+    assert_eq!(
+        next["user"]["emails"]["nodes"],
+        json!([{ "id": full[1]["id"] }])
+    );
+}
+
+/// `clients` clients with two emails each (written a week apart), the emails view caught up;
+/// their ids, oldest first.
+async fn clients_with_emails(app: &common::TestApp, pool: &PgPool, clients: usize) -> Vec<String> {
+    let mut ids = Vec::new();
+    let bus = projections::commands::CommandBus::new(
+        pool.clone(),
+        test_vault(),
+        Default::default(),
+        app.clock.clone(),
+    );
+    let mut last = None;
+    for i in 0..clients {
+        let id: String = app
+            .create_user(&format!("Reader {i}"), &format!("reader{i}@example.com"))
+            .await;
+        ids.push(id.clone());
+        for k in 0..2 {
+            let committed = bus
+                .execute(
+                    id.parse().unwrap(),
+                    ClientAction::RecordEmail(RecordEmail {
+                        email_id: Uuid::new_v4(),
+                        content: EmailContent {
+                            subject: format!("Note {k}"),
+                            preheader: format!("Preheader {i}-{k}"),
+                            text: format!("Text {i}-{k}"),
+                            html: format!("<p>Html {i}-{k}</p>"),
+                            generator: Generator {
+                                kind: "template".into(),
+                                model: "v1".into(),
+                            },
+                            usage: None,
+                        },
+                        trigger: None,
+                        delivery: domain::client::DeliveryMode::Off,
+                    }),
+                    &CommandMetadata::for_actor("test"),
+                )
+                .await;
+            if let Ok(c) = committed {
+                last = Some(c.position);
+            }
+            app.clock.advance(Duration::days(8));
+        }
+    }
+    let handle = projections::log::consumer::Consumer::new(
+        pool.clone(),
+        test_vault(),
+        projections::views::emails::EmailsView::live(),
+        Default::default(),
+        projections::log::consumer::LogSignal::new(),
+    )
+    .handle();
+    handle
+        .wait_for(last.unwrap(), std::time::Duration::from_secs(10))
+        .await
+        .unwrap();
+
+    ids
 }
 
 /// The vault of every test (one master key, so that binaries and buses share their data).

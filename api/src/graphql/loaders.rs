@@ -29,6 +29,8 @@ pub struct EmailsPageKey {
     pub limit: i64,
     /// Whether `totalCount` was asked for (counting is a query of its own).
     pub count: bool,
+    /// Whether the bodies (`preheader`, `text`, `html`) were asked for.
+    pub bodies: bool,
 }
 
 impl EmailsPageKey {
@@ -41,12 +43,14 @@ impl EmailsPageKey {
         first: Option<i32>,
         after: Option<&str>,
         count: bool,
+        bodies: bool,
     ) -> ApiResult<Self> {
         Ok(Self {
             user_id,
             after: after.map(cursor::decode).transpose()?,
             limit: cursor::page_size(first)?,
             count,
+            bodies,
         })
     }
 }
@@ -168,7 +172,8 @@ impl Loader<EmailsPageKey> for PgLoader {
                 limit: k.limit + 1,
             })
             .collect();
-        let rows = emails::pages_of_users(&self.pool, &pages)
+        let bodies = keys.iter().any(|k| k.bodies);
+        let rows = emails::pages_of_users(&self.pool, &pages, bodies)
             .await
             .map_err(Arc::new)?;
         let counted = counted_users(keys);

@@ -202,8 +202,13 @@ impl User {
         first: Option<i32>,
         after: Option<String>,
     ) -> async_graphql::Result<EmailConnection> {
-        let count = ctx.look_ahead().field("totalCount").exists();
-        let key = EmailsPageKey::new(self.uuid, first, after.as_deref(), count)?;
+        let ahead = ctx.look_ahead();
+        let count = ahead.field("totalCount").exists();
+        let bodies = ["preheader", "text", "html"].iter().any(|field| {
+            ahead.field("nodes").field(field).exists()
+                || ahead.field("edges").field("node").field(field).exists()
+        });
+        let key = EmailsPageKey::new(self.uuid, first, after.as_deref(), count, bodies)?;
         let limit = key.limit;
         let (rows, total) = ctx.data_unchecked::<Loaders>().emails_page(key).await?;
         Ok(EmailConnection::of_rows(rows, limit, total))

@@ -424,42 +424,62 @@ struct Ordered {
     row: EmailRow,
 }
 
-/// Several clients' pages in one statement (one lateral index scan per page); one list per
-/// page, in the order asked.
+/// Every column but the bodies (`preheader`, `text`, `html`), which read as empty: a list
+/// that does not show them does not fetch them (an HTML body is kilobytes).
+const WITHOUT_BODIES: &str = "e.id, e.user_id, e.subject, ''::text as preheader, ''::text as text,
+       ''::text as html, e.status, e.generated_at, e.engagement_score_at_time, e.generator,
+       e.usage, e.trigger_sequence, e.trigger_position, e.version, e.sent_at, e.message_id,
+       e.delivery_error, e.reviewed_by, e.review_reason, e.delivery_mode";
+
+/// Several clients' pages in one statement (one ordered index scan per page, each starting
+/// after its cursor); one list per page, in the order asked. Without `bodies` the rows' bodies
+/// are empty.
 ///
 /// # Errors
 /// The database failed or a row is unreadable.
 pub async fn pages_of_users<'e>(
     executor: impl PgExecutor<'e>,
     pages: &[UserEmailsPage],
+    bodies: bool,
 ) -> anyhow::Result<Vec<Vec<EmailRow>>> {
     let users: Vec<Uuid> = pages.iter().map(|k| k.user_id).collect();
     let after_at: Vec<Option<DateTime<Utc>>> = pages.iter().map(|k| k.after.map(|a| a.0)).collect();
     let after_id: Vec<Option<Uuid>> = pages.iter().map(|k| k.after.map(|a| a.1)).collect();
     let limits: Vec<i64> = pages.iter().map(|k| k.limit).collect();
-    let rows: Vec<Ordered> = sqlx::query_as(
-        "select k.ord, e.*
+    // A page without a cursor starts after (infinity, the greatest id): one bound the index
+    // scan starts from for every page, where `after is null or ...` made PostgreSQL fetch
+    // each client's rows by bitmap and sort them. `generated_at` is never infinite (it is a
+    // clock's reading). The rows come in the scans' order; the pages are put in order here
+    // rather than by one more sort.
+    let columns = if bodies { "e.*" } else { WITHOUT_BODIES };
+    let sql = format!(
+        "select k.ord, {columns}
            from unnest($1::uuid[], $2::timestamptz[], $3::uuid[], $4::bigint[])
                 with ordinality as k(user_id, after_at, after_id, lim, ord)
           cross join lateral (
                 select * from emails e
                  where e.user_id = k.user_id
-                   and (k.after_at is null or (e.generated_at, e.id) < (k.after_at, k.after_id))
+                   and (e.generated_at, e.id)
+                       < (coalesce(k.after_at, 'infinity'),
+                          coalesce(k.after_id, 'ffffffff-ffff-ffff-ffff-ffffffffffff'))
                  order by e.generated_at desc, e.id desc
-                 limit k.lim) e
-          order by k.ord, e.generated_at desc, e.id desc",
-    )
-    .bind(&users)
-    .bind(&after_at)
-    .bind(&after_id)
-    .bind(&limits)
-    .fetch_all(executor)
-    .await
-    .context("loading pages of users' emails")?;
+                 limit k.lim) e"
+    );
+    let rows: Vec<Ordered> = sqlx::query_as(&sql)
+        .bind(&users)
+        .bind(&after_at)
+        .bind(&after_id)
+        .bind(&limits)
+        .fetch_all(executor)
+        .await
+        .context("loading pages of users' emails")?;
     let mut out: Vec<Vec<EmailRow>> = vec![Vec::new(); pages.len()];
     for Ordered { ord, row } in rows {
         let index = usize::try_from(ord - 1).context("page ordinal")?;
-        out[index].push(row);
+        out.get_mut(index).context("page ordinal")?.push(row);
+    }
+    for page in &mut out {
+        page.sort_unstable_by(|a, b| (b.generated_at, b.id).cmp(&(a.generated_at, a.id)));
     }
     Ok(out)
 }
