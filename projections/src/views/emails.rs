@@ -479,7 +479,7 @@ pub async fn pages_of_users<'e>(
         out.get_mut(index).context("page ordinal")?.push(row);
     }
     for page in &mut out {
-        page.sort_unstable_by(|a, b| (b.generated_at, b.id).cmp(&(a.generated_at, a.id)));
+        page.sort_unstable_by_key(|row| std::cmp::Reverse((row.generated_at, row.id)));
     }
     Ok(out)
 }
