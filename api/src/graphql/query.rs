@@ -205,9 +205,7 @@ impl Query {
         };
         let items = rows
             .into_iter()
-            .map(|SortedUser { row, sort_key }| {
-                (cursor::encode(&(sort_key, row.id)), User::from(row))
-            })
+            .map(|SortedUser { row, sort_key }| ((sort_key, row.id), User::from(row)))
             .collect();
         Ok(UserConnection::from_page(items, limit, total))
     }
@@ -418,12 +416,7 @@ impl Query {
             .map_err(ApiError::from)?;
         let items = rows
             .into_iter()
-            .map(|row| {
-                (
-                    cursor::encode(&(row.created_at, row.id)),
-                    EmailJob::from(row),
-                )
-            })
+            .map(|row| ((row.created_at, row.id), EmailJob::from(row)))
             .collect();
         Ok(EmailJobConnection::from_page(items, limit, total))
     }

@@ -548,7 +548,7 @@ pub struct PageInfo {
 }
 
 macro_rules! connection {
-    ($node:ty, $connection:ident, $edge:ident) => {
+    ($node:ty, $connection:ident, $edge:ident, $key:ty) => {
         /// An item with its cursor.
         #[derive(SimpleObject, Clone, Debug)]
         pub struct $edge {
@@ -558,62 +558,85 @@ macro_rules! connection {
             pub node: $node,
         }
 
-        /// A Relay connection.
-        #[derive(SimpleObject, Clone, Debug)]
+        /// A page of items with their sort keys: a cursor is encoded, and an item copied
+        /// into an edge, only when `edges` or `pageInfo` is asked for.
+        #[derive(Clone, Debug)]
         pub struct $connection {
-            /// Items with cursors.
-            pub edges: Vec<$edge>,
-            /// Items.
-            pub nodes: Vec<$node>,
-            /// Paging.
-            pub page_info: PageInfo,
-            /// Items in the whole list.
-            pub total_count: i64,
+            items: Vec<($key, $node)>,
+            has_next_page: bool,
+            total_count: i64,
         }
 
         impl $connection {
-            /// A page of `items` fetched with one extra to learn whether more follow.
-            pub fn from_page(
-                mut items: Vec<(String, $node)>,
-                limit: i64,
-                total_count: i64,
-            ) -> Self {
+            /// A page of `items` (each with the key its cursor encodes) fetched with one
+            /// extra to learn whether more follow.
+            pub fn from_page(mut items: Vec<($key, $node)>, limit: i64, total_count: i64) -> Self {
                 let has_next_page = items.len() as i64 > limit;
                 items.truncate(usize::try_from(limit).unwrap_or(0));
-                let end_cursor = items.last().map(|(c, _)| c.clone());
                 Self {
-                    nodes: items.iter().map(|(_, n)| n.clone()).collect(),
-                    edges: items
-                        .into_iter()
-                        .map(|(cursor, node)| $edge { cursor, node })
-                        .collect(),
-                    page_info: PageInfo {
-                        has_next_page,
-                        end_cursor,
-                    },
+                    items,
+                    has_next_page,
                     total_count,
                 }
+            }
+        }
+
+        /// A Relay connection.
+        #[async_graphql::Object]
+        impl $connection {
+            /// Items with cursors.
+            async fn edges(&self) -> Vec<$edge> {
+                self.items
+                    .iter()
+                    .map(|(key, node)| $edge {
+                        cursor: cursor::encode(key),
+                        node: node.clone(),
+                    })
+                    .collect()
+            }
+
+            /// Items.
+            async fn nodes(&self) -> Vec<&$node> {
+                self.items.iter().map(|(_, node)| node).collect()
+            }
+
+            /// Paging.
+            async fn page_info(&self) -> PageInfo {
+                PageInfo {
+                    has_next_page: self.has_next_page,
+                    end_cursor: self.items.last().map(|(key, _)| cursor::encode(key)),
+                }
+            }
+
+            /// Items in the whole list.
+            async fn total_count(&self) -> i64 {
+                self.total_count
             }
         }
     };
 }
 
-connection!(User, UserConnection, UserEdge);
-connection!(Email, EmailConnection, EmailEdge);
-connection!(Event, EventConnection, EventEdge);
-connection!(EmailJob, EmailJobConnection, EmailJobEdge);
+connection!(User, UserConnection, UserEdge, (String, uuid::Uuid));
+connection!(
+    Email,
+    EmailConnection,
+    EmailEdge,
+    (DateTime<Utc>, uuid::Uuid)
+);
+connection!(Event, EventConnection, EventEdge, i64);
+connection!(
+    EmailJob,
+    EmailJobConnection,
+    EmailJobEdge,
+    (DateTime<Utc>, uuid::Uuid)
+);
 
 impl EmailConnection {
     /// A page of emails, newest first (cursors by `(generated_at, id)`).
     pub fn of_rows(rows: Vec<EmailRow>, limit: i64, total: i64) -> Self {
         let items = rows
             .into_iter()
-            .map(|row| {
-                (
-                    cursor::encode(&(row.generated_at, row.id)),
-                    Email::from(row),
-                )
-            })
+            .map(|row| ((row.generated_at, row.id), Email::from(row)))
             .collect();
         Self::from_page(items, limit, total)
     }
@@ -630,7 +653,7 @@ impl EventConnection {
         let (events, total) = ctx.data_unchecked::<Loaders>().events_page(key).await?;
         let items = events
             .iter()
-            .map(|e| Ok((cursor::encode(&e.sequence), Event::from_stored(e)?)))
+            .map(|e| Ok((e.sequence, Event::from_stored(e)?)))
             .collect::<ApiResult<Vec<_>>>()?;
         Ok(Self::from_page(items, limit, total))
     }
