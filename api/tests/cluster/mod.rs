@@ -188,6 +188,14 @@ impl Cluster {
         self.run("pg_ctl", &["-D", &data, "-m", "fast", "-w", "stop"]);
     }
 
+    /// Stops the server the way a crash does (`-m immediate`: no shutdown checkpoint; what
+    /// was committed but not yet on disk is lost, and the next start recovers from the WAL).
+    #[allow(dead_code)]
+    pub fn crash(&self) {
+        let data = self.data.to_str().unwrap().to_owned();
+        self.run("pg_ctl", &["-D", &data, "-m", "immediate", "-w", "stop"]);
+    }
+
     fn wait_ready(&self, within: Duration) {
         let start = Instant::now();
         loop {
