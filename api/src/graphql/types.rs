@@ -3,6 +3,7 @@
 use async_graphql::{ComplexObject, Context, Enum, SimpleObject, ID};
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
+use serde::Deserialize as _;
 use serde_json::Value;
 
 use super::cursor;
@@ -85,15 +86,15 @@ pub struct ScoreBreakdown {
     pub next_change_at: Option<DateTime<Utc>>,
 }
 
-fn breakdown(row: &UserRow) -> ScoreBreakdown {
-    ScoreBreakdown {
-        policy: row.score_policy.clone(),
-        score: i32::from(row.engagement_score),
-        band: row.score_band.clone(),
-        factors: serde_json::from_value(row.score_factors.clone()).unwrap_or_default(),
-        as_of: row.score_as_of.unwrap_or(row.created_at),
-        next_change_at: row.next_score_change_at,
-    }
+/// A score as the users view holds it: its factors stay JSON until `scoreBreakdown` is asked
+/// for (a list of clients rarely shows them, and each is a small tree to copy and parse).
+#[derive(Clone, Debug)]
+struct StoredScore {
+    policy: String,
+    band: String,
+    factors: Value,
+    as_of: DateTime<Utc>,
+    next_change_at: Option<DateTime<Utc>>,
 }
 
 /// The fields a client has both now (`User`) and as they stood at a moment (`UserState`).
@@ -146,8 +147,6 @@ pub struct User {
     /// The client's own fields.
     #[graphql(flatten)]
     pub fields: ClientFields,
-    /// The score's reasons.
-    pub score_breakdown: ScoreBreakdown,
     /// Created.
     pub created_at: DateTime<Utc>,
     /// Last change.
@@ -156,13 +155,21 @@ pub struct User {
     pub version: i32,
     #[graphql(skip)]
     uuid: uuid::Uuid,
+    #[graphql(skip)]
+    score: StoredScore,
 }
 
 impl From<UserRow> for User {
     fn from(row: UserRow) -> Self {
         Self {
             uuid: row.id,
-            score_breakdown: breakdown(&row),
+            score: StoredScore {
+                policy: row.score_policy,
+                band: row.score_band,
+                factors: row.score_factors,
+                as_of: row.score_as_of.unwrap_or(row.created_at),
+                next_change_at: row.next_score_change_at,
+            },
             created_at: row.created_at,
             updated_at: row.updated_at,
             version: i32::try_from(row.version).unwrap_or(i32::MAX),
@@ -192,6 +199,19 @@ impl From<UserRow> for User {
 
 #[ComplexObject]
 impl User {
+    /// The score's reasons.
+    async fn score_breakdown(&self) -> ScoreBreakdown {
+        let score = &self.score;
+        ScoreBreakdown {
+            policy: score.policy.clone(),
+            score: self.fields.engagement_score,
+            band: score.band.clone(),
+            factors: Vec::<ScoreFactor>::deserialize(&score.factors).unwrap_or_default(),
+            as_of: score.as_of,
+            next_change_at: score.next_change_at,
+        }
+    }
+
     /// The client's emails, newest first.
     #[graphql(
         complexity = "super::cursor::page_size(first).unwrap_or(0) as usize * child_complexity"
