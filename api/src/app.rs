@@ -13,7 +13,7 @@ use projections::engagement::process_manager::ProcessManagerSettings;
 use projections::engagement::workers::WorkerSettings;
 use projections::engagement::writer::template::TemplateWriter;
 use projections::engagement::writer::ConfiguredWriter;
-use projections::log::consumer::ConsumerSettings;
+use projections::log::consumer::{ConsumerSettings, LogSignal};
 use projections::runtime::EmailSettings;
 use projections::scheduler::{RescoreSettings, Rescorer};
 use projections::vault::erasure::Ledger;
@@ -132,11 +132,15 @@ impl App {
         if parts.metrics != Metrics::Off {
             http::metrics::install();
         }
-        let commands = CommandBus::new(
+        // Appends wake this process's readers directly and are announced to other instances
+        // (see `projections::log::signal`).
+        let signal = LogSignal::announcing(parts.pool.clone());
+        let commands = CommandBus::announcing(
             parts.pool.clone(),
             parts.vault.clone(),
             parts.services,
             parts.clock,
+            signal.clone(),
         );
         let stop = CancellationToken::new();
         let mut background = JoinSet::new();
@@ -144,6 +148,7 @@ impl App {
             &parts.pool,
             &parts.vault,
             &ConsumerSettings::default(),
+            &signal,
             &mut background,
             &stop,
         );

@@ -14,7 +14,7 @@ use projections::commands::{CommandBus, CommandMetadata};
 use projections::ingest::files::{self, BytesRead};
 use projections::ingest::regroup::{self, Partitions};
 use projections::ingest::{self, Ingest, Rejected, Report, StreamSettings};
-use projections::log::consumer::ConsumerSettings;
+use projections::log::consumer::{ConsumerSettings, LogSignal};
 use sqlx::PgPool;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -66,7 +66,8 @@ pub async fn run(
     let services = config
         .scoring
         .client_services(projections::db::holdout_salt(&pool).await?);
-    let bus = CommandBus::new(pool.clone(), vault.clone(), services, clock);
+    let signal = LogSignal::announcing(pool.clone());
+    let bus = CommandBus::announcing(pool.clone(), vault.clone(), services, clock, signal.clone());
     let what = match config.kind {
         ImportKind::Clients => "clients",
         ImportKind::Orders => "orders",
@@ -83,6 +84,7 @@ pub async fn run(
         &pool,
         &vault,
         &ConsumerSettings::default(),
+        &signal,
         &mut consumers,
         &stop,
     );

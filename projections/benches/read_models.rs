@@ -21,7 +21,7 @@ use domain::values::{Categories, EmailAddress, Money, OrderId, UserName};
 use projections::clock::SystemClock;
 use projections::commands::{CommandBus, CommandMetadata};
 use projections::db;
-use projections::log::consumer::ConsumerSettings;
+use projections::log::consumer::{ConsumerSettings, LogSignal};
 use projections::views::rebuild::{rebuild, ReadModel};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -147,18 +147,22 @@ async fn write_synthetic_log(pool: &PgPool, users: i64) -> anyhow::Result<()> {
 async fn live_lag(pool: &PgPool, duration: Duration) -> anyhow::Result<()> {
     let stop = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
+    // Wired as the service wires them: appends wake the consumers directly.
+    let signal = LogSignal::announcing(pool.clone());
     let models = projections::runtime::start(
         pool,
         &test_vault(),
         &ConsumerSettings::default(),
+        &signal,
         &mut tasks,
         &stop,
     );
-    let bus = CommandBus::new(
+    let bus = CommandBus::announcing(
         pool.clone(),
         test_vault(),
         ClientServices::default(),
         Arc::new(SystemClock),
+        signal,
     );
     let writers = 4;
     let deadline = Instant::now() + duration;

@@ -22,15 +22,17 @@ pub struct ReadModels {
 }
 
 /// Starts the notification listener and the users and emails consumers on `tasks`; they run
-/// until `stop`.
+/// until `stop`. `signal` wakes them: give the command bus the same one, so that its appends
+/// wake them at once.
 pub fn start(
     pool: &PgPool,
     vault: &std::sync::Arc<crate::vault::Vault>,
     settings: &ConsumerSettings,
+    signal: &LogSignal,
     tasks: &mut JoinSet<()>,
     stop: &CancellationToken,
 ) -> ReadModels {
-    let signal = LogSignal::new();
+    let signal = signal.clone();
     tasks.spawn(signal.clone().listen(pool.clone(), stop.clone()));
     let view = UsersView::live();
     let recent_users = view.recent();

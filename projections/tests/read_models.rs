@@ -523,9 +523,24 @@ async fn an_old_version_event_in_the_log_still_projects_and_loads(pool: PgPool) 
 async fn a_command_can_wait_until_its_own_write_is_in_the_view(pool: PgPool) {
     let stop = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
-    let models = projections::runtime::start(&pool, &test_vault(), &settings(), &mut tasks, &stop);
+    // Wired as the service wires them: the bus's appends wake the consumers directly.
+    let signal = LogSignal::announcing(pool.clone());
+    let models = projections::runtime::start(
+        &pool,
+        &test_vault(),
+        &settings(),
+        &signal,
+        &mut tasks,
+        &stop,
+    );
     let clock = clock();
-    let bus = bus(&pool, clock.clone());
+    let bus = CommandBus::announcing(
+        pool.clone(),
+        test_vault(),
+        ClientServices::default(),
+        clock.clone(),
+        signal,
+    );
     let meta = CommandMetadata::for_actor("t");
     for i in 0..20 {
         let id = Uuid::new_v4();
@@ -575,7 +590,14 @@ async fn a_command_can_wait_until_its_own_write_is_in_the_view(pool: PgPool) {
 async fn consumers_keep_going_when_their_connections_are_cut(pool: PgPool) {
     let stop = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
-    let models = projections::runtime::start(&pool, &test_vault(), &settings(), &mut tasks, &stop);
+    let models = projections::runtime::start(
+        &pool,
+        &test_vault(),
+        &settings(),
+        &LogSignal::new(),
+        &mut tasks,
+        &stop,
+    );
     let clock = clock();
     let bus = bus(&pool, clock.clone());
     let meta = CommandMetadata::for_actor("t");
@@ -631,4 +653,132 @@ fn test_vault() -> std::sync::Arc<projections::vault::Vault> {
     std::sync::Arc::new(projections::vault::Vault::new(
         &projections::vault::MasterKey::new([7; 32]),
     ))
+}
+
+/// Notifications on `events_committed` until none comes for `quiet`.
+async fn notifications(listener: &mut sqlx::postgres::PgListener, quiet: Duration) -> Vec<String> {
+    let mut payloads = Vec::new();
+    while let Ok(received) = tokio::time::timeout(quiet, listener.recv()).await {
+        payloads.push(received.unwrap().payload().to_owned());
+    }
+    payloads
+}
+
+#[sqlx::test(migrator = "projections::db::MIGRATOR")]
+async fn announced_appends_wake_readers_here_at_once_and_elsewhere_without_a_notification_each(
+    pool: PgPool,
+) {
+    // Another process's view of the channel.
+    let mut elsewhere = sqlx::postgres::PgListener::connect_with(&pool)
+        .await
+        .unwrap();
+    elsewhere.listen("events_committed").await.unwrap();
+    let signal = LogSignal::announcing(pool.clone());
+    let announcing = CommandBus::announcing(
+        pool.clone(),
+        test_vault(),
+        ClientServices::default(),
+        clock(),
+        signal.clone(),
+    );
+    let here = signal.subscribe_changes();
+    let meta = CommandMetadata::for_actor("t");
+
+    // Forty commands at once: this process's readers are woken, and other processes hear of
+    // them from the announcer (never from the trigger, whose payload is empty), in fewer
+    // notifications than appends.
+    let ids: Vec<Uuid> = (0..40).map(|_| Uuid::new_v4()).collect();
+    let runs = ids.iter().map(|&id| {
+        let bus = announcing.clone();
+        let meta = meta.clone();
+        async move {
+            bus.execute(id, create(id, "Announced"), &meta)
+                .await
+                .unwrap()
+        }
+    });
+    futures::future::join_all(runs).await;
+    assert!(
+        here.has_changed().unwrap(),
+        "the appends woke no reader here"
+    );
+    let heard = notifications(&mut elsewhere, Duration::from_millis(500)).await;
+    assert!(!heard.is_empty(), "other processes heard of nothing");
+    assert!(
+        heard.iter().all(|payload| !payload.is_empty()),
+        "the trigger notified for an announced append: {heard:?}"
+    );
+    assert!(heard.len() <= ids.len(), "{} notifications", heard.len());
+
+    // One at a time, every append is heard of after it committed.
+    for n in 0..3 {
+        let id = Uuid::new_v4();
+        announcing
+            .execute(id, create(id, "One by one"), &meta)
+            .await
+            .unwrap();
+        let heard = notifications(&mut elsewhere, Duration::from_millis(300)).await;
+        assert_eq!(heard.len(), 1, "append {n}: {heard:?}");
+    }
+
+    // A writer that does not announce (an older instance, a plain bus) is announced by the
+    // table's trigger, as before.
+    let plain = bus(&pool, clock());
+    let id = Uuid::new_v4();
+    plain.execute(id, create(id, "Plain"), &meta).await.unwrap();
+    let heard = notifications(&mut elsewhere, Duration::from_millis(300)).await;
+    assert_eq!(heard, vec![String::new()]);
+}
+
+#[sqlx::test(migrator = "projections::db::MIGRATOR")]
+async fn a_listener_is_woken_by_other_processes_appends_and_not_by_its_own_announcements(
+    pool: PgPool,
+) {
+    let stop = CancellationToken::new();
+    let mine = LogSignal::announcing(pool.clone());
+    let theirs = LogSignal::announcing(pool.clone());
+    tokio::spawn(mine.clone().listen(pool.clone(), stop.clone()));
+    let mut woken = mine.subscribe_changes();
+    // Connected: the listener wakes its readers once when it (re)connects.
+    tokio::time::timeout(Duration::from_secs(10), woken.changed())
+        .await
+        .unwrap()
+        .unwrap();
+    let meta = CommandMetadata::for_actor("t");
+    let other = CommandBus::announcing(
+        pool.clone(),
+        test_vault(),
+        ClientServices::default(),
+        clock(),
+        theirs,
+    );
+    let id = Uuid::new_v4();
+    other
+        .execute(id, create(id, "Theirs"), &meta)
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(5), woken.changed())
+        .await
+        .expect("another process's append did not wake this one")
+        .unwrap();
+
+    // Our own announcement is no news: our readers were woken in memory, once.
+    let ours = CommandBus::announcing(
+        pool.clone(),
+        test_vault(),
+        ClientServices::default(),
+        clock(),
+        mine,
+    );
+    woken.borrow_and_update();
+    let id = Uuid::new_v4();
+    ours.execute(id, create(id, "Ours"), &meta).await.unwrap();
+    assert!(woken.has_changed().unwrap());
+    woken.borrow_and_update();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !woken.has_changed().unwrap(),
+        "woken again by its own announcement"
+    );
+    stop.cancel();
 }

@@ -10,7 +10,7 @@ use domain::values::{Categories, EmailAddress, Money, OrderId, UserName};
 use projections::clock::{Clock, ManualClock};
 use projections::commands::{CommandBus, CommandMetadata};
 use projections::log;
-use projections::log::consumer::ConsumerSettings;
+use projections::log::consumer::{ConsumerSettings, LogSignal};
 use projections::scheduler::{rescore_all, RescoreSettings, Rescorer};
 use projections::views::users::load_user;
 use sqlx::PgPool;
@@ -71,7 +71,14 @@ async fn a_lapsing_client_crosses_the_threshold_by_itself_as_the_clock_moves(poo
         poll_interval: Duration::from_millis(100),
         ..Default::default()
     };
-    let models = projections::runtime::start(&pool, &test_vault(), &settings, &mut tasks, &stop);
+    let models = projections::runtime::start(
+        &pool,
+        &test_vault(),
+        &settings,
+        &LogSignal::new(),
+        &mut tasks,
+        &stop,
+    );
     let rescorer = Rescorer::new(
         pool.clone(),
         bus.clone(),

@@ -27,6 +27,7 @@ use uuid::Uuid;
 use super::store::persistence_failed_on_conflict;
 use super::{unreachable_database, CommandMetadata, SNAPSHOT_EVERY};
 use crate::log::position::LogPosition;
+use crate::log::signal::LogSignal;
 use crate::log::upcast::upcasters;
 use crate::vault::{personal, Vault};
 
@@ -83,6 +84,7 @@ pub struct Batch {
     pool: PgPool,
     vault: Arc<Vault>,
     services: ClientServices,
+    signal: LogSignal,
 }
 
 impl std::fmt::Debug for Batch {
@@ -93,12 +95,18 @@ impl std::fmt::Debug for Batch {
 
 impl Batch {
     /// A batch writer over `pool`, sealing personal data with `vault`, deciding with
-    /// `services`.
-    pub fn new(pool: PgPool, vault: Arc<Vault>, services: ClientServices) -> Self {
+    /// `services`, waking the log's readers through `signal`.
+    pub fn new(
+        pool: PgPool,
+        vault: Arc<Vault>,
+        services: ClientServices,
+        signal: LogSignal,
+    ) -> Self {
         Self {
             pool,
             vault,
             services,
+            signal,
         }
     }
 
@@ -229,13 +237,17 @@ impl Batch {
             .await
             .map_err(|e| failed(e, "beginning"))?;
         // The first write of the transaction, so its transaction id orders it for readers.
+        // `announced` tells the events table's trigger whether to notify (see
+        // `crate::log::signal`).
         let (transaction_id, global_position): (i64, i64) = sqlx::query_as(
-            "with landed as (
+            "with announced as materialized (select set_config('engagement.announced', $8, true)),
+             landed as (
                 insert into events (aggregate_type, aggregate_id, sequence, event_type,
                                     event_version, payload, metadata)
                 select $1, e.aggregate_id, e.sequence, e.event_type, e.event_version,
                        e.payload::jsonb, $7
-                  from unnest($2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[])
+                  from announced,
+                       unnest($2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[])
                        as e(aggregate_id, sequence, event_type, event_version, payload)
                 returning transaction_id, global_position)
              select max(transaction_id::text::bigint), max(global_position) from landed",
@@ -247,6 +259,7 @@ impl Batch {
         .bind(&rows.versions)
         .bind(&rows.payloads)
         .bind(&rows.metadata)
+        .bind(self.signal.announced_setting())
         .fetch_one(&mut *tx)
         .await
         .map_err(|e| failed(e, "appending a batch"))?;
@@ -296,6 +309,7 @@ impl Batch {
         tx.commit()
             .await
             .map_err(|e| failed(e, "committing a batch"))?;
+        self.signal.appended();
         crate::metrics::events_appended(rows.types.iter().map(String::as_str));
         Ok(LogPosition {
             transaction_id,

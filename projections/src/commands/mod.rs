@@ -24,6 +24,7 @@ use uuid::Uuid;
 use self::store::CachingStore;
 use crate::clock::Clock;
 use crate::log::position::LogPosition;
+use crate::log::signal::LogSignal;
 use crate::metrics::CommandOutcome;
 use crate::vault::Vault;
 
@@ -141,6 +142,7 @@ pub struct CommandBus {
     services: ClientServices,
     pool: PgPool,
     clock: Arc<dyn Clock>,
+    signal: LogSignal,
     max_attempts: u32,
     turns: Turns,
 }
@@ -201,24 +203,47 @@ impl std::fmt::Debug for CommandBus {
 
 impl CommandBus {
     /// A command bus over `pool`, sealing personal data with `vault`, deciding with `services`
-    /// and stamping commands with `clock`.
+    /// and stamping commands with `clock`; its appends are announced by the events table's
+    /// trigger.
     pub fn new(
         pool: PgPool,
         vault: Arc<Vault>,
         services: ClientServices,
         clock: Arc<dyn Clock>,
     ) -> Self {
+        Self::announcing(pool, vault, services, clock, LogSignal::new())
+    }
+
+    /// A command bus like [`CommandBus::new`]'s whose appends (commands and batches) wake the
+    /// log's readers through `signal`.
+    pub fn announcing(
+        pool: PgPool,
+        vault: Arc<Vault>,
+        services: ClientServices,
+        clock: Arc<dyn Clock>,
+        signal: LogSignal,
+    ) -> Self {
+        let store = |capacity| {
+            CachingStore::new(
+                &pool,
+                vault.clone(),
+                signal.clone(),
+                SNAPSHOT_EVERY,
+                capacity,
+            )
+        };
         Self {
             cqrs: Arc::new(CqrsFramework::new(
-                CachingStore::new(&pool, vault.clone(), SNAPSHOT_EVERY, CACHED_CLIENTS),
+                store(CACHED_CLIENTS),
                 vec![],
                 services.clone(),
             )),
-            store: Arc::new(CachingStore::new(&pool, vault.clone(), SNAPSHOT_EVERY, 0)),
+            store: Arc::new(store(0)),
             vault,
             services,
-            pool,
             clock,
+            signal,
+            pool,
             max_attempts: 12,
             turns: Turns::default(),
         }
@@ -232,6 +257,11 @@ impl CommandBus {
     /// The database.
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// What this bus's appends wake.
+    pub fn signal(&self) -> &LogSignal {
+        &self.signal
     }
 
     /// The keys personal data is sealed with.

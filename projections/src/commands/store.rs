@@ -31,6 +31,7 @@ use sqlx::pool::PoolConnection;
 use sqlx::{PgConnection, PgPool, Postgres};
 
 use crate::log::position::LogPosition;
+use crate::log::signal::LogSignal;
 use crate::log::upcast::upcasters;
 use crate::vault::{personal, Vault};
 
@@ -82,12 +83,24 @@ fn keep_connection(conn: PoolConnection<Postgres>) {
 pub struct LogRepository {
     pool: PgPool,
     vault: Arc<Vault>,
+    signal: LogSignal,
 }
 
 impl LogRepository {
-    /// A repository over the `events` and `snapshots` tables.
+    /// A repository over the `events` and `snapshots` tables whose appends are announced by
+    /// the events table's trigger.
     pub fn new(pool: PgPool, vault: Arc<Vault>) -> Self {
-        Self { pool, vault }
+        Self::announcing(pool, vault, LogSignal::new())
+    }
+
+    /// A repository whose appends wake the log's readers through `signal` (and through no
+    /// trigger when the signal announces them itself).
+    pub fn announcing(pool: PgPool, vault: Arc<Vault>, signal: LogSignal) -> Self {
+        Self {
+            pool,
+            vault,
+            signal,
+        }
     }
 }
 
@@ -300,11 +313,15 @@ impl PersistedEventRepository for LogRepository {
         let versions: Vec<&str> = events.iter().map(|e| e.event_version.as_str()).collect();
         let payloads: Vec<&Value> = events.iter().map(|e| &e.payload).collect();
         let metadata: Vec<&Value> = events.iter().map(|e| &e.metadata).collect();
+        // `announced` is set for the transaction before the rows go in, so that the table's
+        // trigger knows whether to notify (see `crate::log::signal`).
         let insert = sqlx::query_as(
-            "insert into events (aggregate_type, aggregate_id, sequence, event_type, event_version,
+            "with announced as materialized (select set_config('engagement.announced', $8, true))
+             insert into events (aggregate_type, aggregate_id, sequence, event_type, event_version,
                                  payload, metadata)
              select $1, $2, e.sequence, e.event_type, e.event_version, e.payload, e.metadata
-               from unnest($3::bigint[], $4::text[], $5::text[], $6::jsonb[], $7::jsonb[])
+               from announced,
+                    unnest($3::bigint[], $4::text[], $5::text[], $6::jsonb[], $7::jsonb[])
                     as e(sequence, event_type, event_version, payload, metadata)
              returning sequence, transaction_id::text::bigint, global_position",
         )
@@ -314,7 +331,8 @@ impl PersistedEventRepository for LogRepository {
         .bind(&types)
         .bind(&versions)
         .bind(&payloads)
-        .bind(&metadata);
+        .bind(&metadata)
+        .bind(self.signal.announced_setting());
         // The snapshot holds the state after every event of the command (cqrs-es's event sink
         // applied them all to it before its store folded the first ones in again, which our
         // idempotent `apply` absorbs), so it is recorded at the last one.
@@ -391,6 +409,7 @@ impl PersistedEventRepository for LogRepository {
                 )
             },
         );
+        self.signal.appended();
         crate::metrics::events_appended(types);
         // Outside a command run through `landing` there is nobody to tell.
         let _ = LANDED.try_with(|cell| cell.set(last));
@@ -464,12 +483,19 @@ pub struct CachingStore {
 }
 
 impl CachingStore {
-    /// A store over `pool` sealing personal data with `vault`, writing a snapshot every `snapshot_every` events and keeping up to
+    /// A store over `pool` sealing personal data with `vault`, waking the log's readers
+    /// through `signal`, writing a snapshot every `snapshot_every` events and keeping up to
     /// `capacity` clients in memory (0: none).
-    pub fn new(pool: &PgPool, vault: Arc<Vault>, snapshot_every: usize, capacity: usize) -> Self {
+    pub fn new(
+        pool: &PgPool,
+        vault: Arc<Vault>,
+        signal: LogSignal,
+        snapshot_every: usize,
+        capacity: usize,
+    ) -> Self {
         Self {
             inner: PersistedEventStore::new_snapshot_store(
-                LogRepository::new(pool.clone(), vault.clone()),
+                LogRepository::announcing(pool.clone(), vault.clone(), signal),
                 snapshot_every,
             )
             .with_upcasters(upcasters()),

@@ -155,7 +155,12 @@ impl Ingest {
     /// [`PlaceOrders::history`]).
     pub fn new(bus: &CommandBus, pool: PgPool, metadata: CommandMetadata, history: bool) -> Self {
         Self {
-            batch: Batch::new(pool.clone(), bus.vault().clone(), bus.services().clone()),
+            batch: Batch::new(
+                pool.clone(),
+                bus.vault().clone(),
+                bus.services().clone(),
+                bus.signal().clone(),
+            ),
             pool,
             bus: bus.clone(),
             clock: bus.clock().clone(),

@@ -19,12 +19,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use sqlx::postgres::PgListener;
 use sqlx::{Connection as _, PgConnection, PgPool};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::log::position::LogPosition;
+pub use crate::log::signal::LogSignal;
 use crate::log::{self, StoredEvent};
 use crate::vault::Vault;
 use tracing::Instrument as _;
@@ -192,76 +192,6 @@ pub async fn set_checkpoint(
     .await
     .context("moving a checkpoint")?;
     Ok(())
-}
-
-/// Wakes consumers as soon as events are committed: LISTENs to the `events_committed`
-/// notifications the events table sends, and bumps a counter consumers watch.
-#[derive(Debug, Clone)]
-pub struct LogSignal {
-    tx: Arc<watch::Sender<u64>>,
-}
-
-impl Default for LogSignal {
-    fn default() -> Self {
-        Self {
-            tx: Arc::new(watch::channel(0).0),
-        }
-    }
-}
-
-impl LogSignal {
-    /// A signal nobody feeds yet (consumers fall back to polling until [`LogSignal::listen`]).
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Tells every consumer to look at the log now.
-    pub fn notify(&self) {
-        self.tx.send_modify(|n| *n = n.wrapping_add(1));
-    }
-
-    /// A receiver that changes whenever the log may have new events.
-    pub fn subscribe_changes(&self) -> watch::Receiver<u64> {
-        self.tx.subscribe()
-    }
-
-    /// Listens for commits until `stop`; reconnects with backoff when the database goes away,
-    /// and wakes consumers after each reconnection (notifications may have been missed).
-    pub async fn listen(self, pool: PgPool, stop: CancellationToken) {
-        let mut backoff = Duration::from_millis(100);
-        while !stop.is_cancelled() {
-            let mut listener = match PgListener::connect_with(&pool).await {
-                Ok(listener) => listener,
-                Err(error) => {
-                    tracing::warn!(%error, "cannot listen for new events; retrying");
-                    tokio::select! { () = tokio::time::sleep(backoff) => {}, () = stop.cancelled() => return }
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
-                    continue;
-                }
-            };
-            if let Err(error) = listener.listen("events_committed").await {
-                tracing::warn!(%error, "LISTEN failed; retrying");
-                tokio::select! { () = tokio::time::sleep(backoff) => {}, () = stop.cancelled() => return }
-                continue;
-            }
-            backoff = Duration::from_millis(100);
-            self.notify();
-            loop {
-                tokio::select! {
-                    () = stop.cancelled() => return,
-                    received = listener.try_recv() => match received {
-                        Ok(Some(_)) => self.notify(),
-                        // The connection dropped; sqlx reconnects on the next call.
-                        Ok(None) => self.notify(),
-                        Err(error) => {
-                            tracing::warn!(%error, "lost the notification connection");
-                            break;
-                        }
-                    }
-                }
-            }
-        }
-    }
 }
 
 /// A named consumer driving one projection.

@@ -16,6 +16,7 @@
 pub mod as_of;
 pub mod consumer;
 pub mod position;
+pub mod signal;
 pub mod tail;
 pub mod upcast;
 
