@@ -27,7 +27,7 @@ use crate::graphql::auth::TokenStore;
 use crate::graphql::{build_schema, ApiContext};
 use crate::http::rate_limit::{RateLimit, RateLimiter};
 use crate::http::response_cache::ResponseCache;
-use crate::http::{self, AppState};
+use crate::http::{self, AppState, Handles};
 use crate::replicas::Replicas;
 use axum::http::{header, HeaderName, HeaderValue, Method};
 use tower_http::cors::{AllowOrigin, CorsLayer};
@@ -200,7 +200,7 @@ impl App {
         });
         Self {
             cors_origins: parts.cors_origins,
-            state: AppState {
+            state: AppState::new(Handles {
                 pool: parts.pool,
                 commands,
                 read_models,
@@ -215,7 +215,7 @@ impl App {
                 replicas: parts.replicas,
                 response_cache: (parts.response_cache_bytes > 0)
                     .then(|| Arc::new(ResponseCache::new(parts.response_cache_bytes))),
-            },
+            }),
             shutdown_grace: parts.shutdown_grace,
             metrics: parts.metrics,
             background,

@@ -42,9 +42,29 @@ pub async fn retry_after(mut response: axum::response::Response) -> axum::respon
     response
 }
 
-/// What every handler can reach.
+/// What every handler can reach. axum clones it for every request and every middleware that
+/// takes it, so it is one shared pointer (its handles were cloned field by field: some forty
+/// reference counts up and down per clone, about 3% of the server's CPU under `placeOrder`).
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Handles>);
+
+impl AppState {
+    /// The state over `handles`.
+    pub fn new(handles: Handles) -> Self {
+        Self(Arc::new(handles))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Handles;
+
+    fn deref(&self) -> &Handles {
+        &self.0
+    }
+}
+
+/// The handles in [`AppState`].
+pub struct Handles {
     /// The database.
     pub pool: PgPool,
     /// The command path.
