@@ -655,11 +655,14 @@ fn test_vault() -> std::sync::Arc<projections::vault::Vault> {
     ))
 }
 
-/// Notifications on `events_committed` until none comes for `quiet`.
+/// Notifications on `events_committed`: the first awaited for up to ten seconds (a loaded
+/// machine may be slow to send it), then more until none comes for `quiet`.
 async fn notifications(listener: &mut sqlx::postgres::PgListener, quiet: Duration) -> Vec<String> {
     let mut payloads = Vec::new();
-    while let Ok(received) = tokio::time::timeout(quiet, listener.recv()).await {
+    let mut wait = Duration::from_secs(10);
+    while let Ok(received) = tokio::time::timeout(wait, listener.recv()).await {
         payloads.push(received.unwrap().payload().to_owned());
+        wait = quiet;
     }
     payloads
 }
