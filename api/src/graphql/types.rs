@@ -1,4 +1,12 @@
 //! GraphQL output types over the read models and the log, named as `../shared/API.md` says.
+//!
+//! Every object here resolves its fields one after another (`serial`): async-graphql's default
+//! polls an object's fields as a set of concurrent futures, which for a page of 50 clients with
+//! their emails is some 200 small sets whose bookkeeping cost more CPU than the fields
+//! themselves (a quarter of the uncached page's throughput). Lists still resolve their items
+//! concurrently, so batched loads (a page's emails, its histories) still gather every item's
+//! key into one query; what is given up is only overlap between two loaded fields of one
+//! object (a client's `emails` and `history` are two rounds, one after the other).
 
 use async_graphql::{ComplexObject, Context, Enum, SimpleObject, ID};
 use chrono::{DateTime, Utc};
@@ -60,6 +68,7 @@ pub enum EmailStatus {
 
 /// One reason behind a score.
 #[derive(SimpleObject, Clone, Debug, serde::Deserialize)]
+#[graphql(serial)]
 pub struct ScoreFactor {
     /// Short name (`recency`, `frequency`, ...).
     pub name: String,
@@ -71,6 +80,7 @@ pub struct ScoreFactor {
 
 /// A score with its reasons.
 #[derive(SimpleObject, Clone, Debug)]
+#[graphql(serial)]
 pub struct ScoreBreakdown {
     /// Policy that produced it (`cadence-v2`, `seed-v1`, `manual`).
     pub policy: String,
@@ -99,6 +109,7 @@ struct StoredScore {
 
 /// The fields a client has both now (`User`) and as they stood at a moment (`UserState`).
 #[derive(SimpleObject, Clone, Debug)]
+#[graphql(serial)]
 pub struct ClientFields {
     /// Id.
     pub id: ID,
@@ -142,7 +153,7 @@ pub enum EngagementGroup {
 
 /// A client, from the users read model.
 #[derive(SimpleObject, Clone, Debug)]
-#[graphql(complex)]
+#[graphql(complex, serial)]
 pub struct User {
     /// The client's own fields.
     #[graphql(flatten)]
@@ -252,7 +263,7 @@ impl User {
 
 /// A generated email, from the emails read model.
 #[derive(SimpleObject, Clone, Debug)]
-#[graphql(complex)]
+#[graphql(complex, serial)]
 pub struct Email {
     /// Id.
     pub id: ID,
@@ -328,6 +339,7 @@ impl Email {
 
 /// One event of the log.
 #[derive(SimpleObject, Clone, Debug)]
+#[graphql(serial)]
 pub struct Event {
     /// Position in the whole log.
     pub global_position: i64,
@@ -398,6 +410,7 @@ fn untagged(event_type: &str, payload: Value) -> Value {
 
 /// A client as they stood at a moment or version, replayed from the log.
 #[derive(SimpleObject, Clone, Debug)]
+#[graphql(serial)]
 pub struct UserState {
     /// The client's own fields, as they stood.
     #[graphql(flatten)]
@@ -469,6 +482,7 @@ impl UserState {
 
 /// A durable email job.
 #[derive(SimpleObject, Clone, Debug)]
+#[graphql(serial)]
 pub struct EmailJob {
     /// Id.
     pub id: ID,
@@ -526,6 +540,7 @@ impl From<JobRow> for EmailJob {
 
 /// Counts for the overview.
 #[derive(SimpleObject, Clone, Debug)]
+#[graphql(serial)]
 pub struct EngagementSummary {
     /// Clients (not deleted).
     pub users: i32,
@@ -541,6 +556,7 @@ pub struct EngagementSummary {
 
 /// The service's health.
 #[derive(SimpleObject, Clone, Debug)]
+#[graphql(serial)]
 pub struct Health {
     /// `ok` or `degraded`.
     pub status: String,
@@ -560,6 +576,7 @@ pub struct Health {
 
 /// Relay page info.
 #[derive(SimpleObject, Clone, Debug, Default)]
+#[graphql(serial)]
 pub struct PageInfo {
     /// More items follow.
     pub has_next_page: bool,
@@ -571,6 +588,7 @@ macro_rules! connection {
     ($node:ty, $connection:ident, $edge:ident, $key:ty) => {
         /// An item with its cursor.
         #[derive(SimpleObject, Clone, Debug)]
+        #[graphql(serial)]
         pub struct $edge {
             /// Where it is.
             pub cursor: String,
@@ -602,7 +620,7 @@ macro_rules! connection {
         }
 
         /// A Relay connection.
-        #[async_graphql::Object]
+        #[async_graphql::Object(serial)]
         impl $connection {
             /// Items with cursors.
             async fn edges(&self) -> Vec<$edge> {
@@ -681,6 +699,7 @@ impl EventConnection {
 
 /// What `importOrders` did.
 #[derive(SimpleObject, Clone, Debug)]
+#[graphql(serial)]
 pub struct ImportResult {
     /// Orders recorded now.
     pub accepted: i32,
@@ -692,6 +711,7 @@ pub struct ImportResult {
 
 /// An order `importOrders` did not take.
 #[derive(SimpleObject, Clone, Debug)]
+#[graphql(serial)]
 pub struct ImportRejection {
     /// Its index in the request.
     pub index: i32,
@@ -703,6 +723,7 @@ pub struct ImportRejection {
 
 /// How far `serve --demo` is with filling in its data.
 #[derive(SimpleObject, Clone, Debug)]
+#[graphql(serial)]
 pub struct DemoStatus {
     /// Clients to make.
     pub clients_total: i32,
@@ -740,6 +761,7 @@ impl From<&crate::demo::DemoProgress> for DemoStatus {
 
 /// Did emailing help? Treated against held-out at-risk clients.
 #[derive(SimpleObject, Clone, Debug)]
+#[graphql(serial)]
 pub struct UpliftReport {
     /// Days after a trigger in which an order counts as a reactivation.
     pub window_days: i32,
@@ -758,6 +780,7 @@ pub struct UpliftReport {
 /// One group of the uplift report. `triggered` is the process manager's decision that the
 /// client should be emailed (intention to treat), whatever happened after.
 #[derive(SimpleObject, Clone, Debug)]
+#[graphql(serial)]
 pub struct UpliftGroup {
     /// Triggers in the period.
     pub triggered: i32,
@@ -803,6 +826,7 @@ impl UpliftReport {
 
 /// One day of the trend, as it stood at the day's end (UTC).
 #[derive(SimpleObject, Clone, Debug)]
+#[graphql(serial)]
 pub struct TrendDay {
     /// The day.
     pub day: chrono::NaiveDate,
