@@ -52,18 +52,26 @@ select md5('e' || u.id || '-' || k)::uuid, u.id, 'Subject ' || k, 'Preheader', '
 SQL
   psql -At -h 127.0.0.1 -U postgres -d "$db" -c "select id from users" >"$work/ids"
 else
+# Rows as the service writes them: a score with its reasons, an LLM email with its usage.
+factors=\''[{"name": "recency", "points": -22.5, "detail": "Last order 94 days ago, against a usual gap of 31 days"},
+  {"name": "frequency", "points": 8.0, "detail": "5 orders in the last year"},
+  {"name": "monetary", "points": 6.5, "detail": "Mean order 61.50, above the median client"},
+  {"name": "trend", "points": -4.0, "detail": "Orders slowing over the last three gaps"}]'\'
 psql -q -h 127.0.0.1 -U postgres -d "$db" <<SQL
 insert into users (id, name, email, preferred_categories, order_count, total_spent_cents,
                    average_order_value_cents, last_order_date, engagement_score, score_band, at_risk,
                    score_policy, score_factors, score_as_of, status, created_at, updated_at, version)
-select md5('u' || n)::uuid, 'User ' || n, 'user' || n || '@example.com', array['Denim'], 3, 12000, 4000,
-       now() - (n || ' hours')::interval, n % 101, 'watch', n % 101 < 50, 'cadence-v2', '[]', now(),
+select md5('u' || n)::uuid, 'User ' || n, 'user' || n || '@example.com',
+       array['Denim', 'Knitwear', 'Outerwear'], 3, 12000, 4000,
+       now() - (n || ' hours')::interval, n % 101, 'watch', n % 101 < 50, 'cadence-v2', $factors, now(),
        'ACTIVE', now() - (n || ' minutes')::interval, now(), 3
   from generate_series(1, $users) n;
 insert into emails (id, user_id, subject, preheader, text, html, status, generated_at,
-                    engagement_score_at_time, generator, version)
+                    engagement_score_at_time, generator, version, usage, message_id, delivery_mode)
 select md5('e' || n || '-' || k)::uuid, md5('u' || n)::uuid, 'Subject ' || k, 'Preheader', 'Hi', '<p>Hi</p>',
-       'GENERATED', now() - (k || ' days')::interval, 40, 'template:v1', 3 + k
+       'GENERATED', now() - (k || ' days')::interval, 40, 'llm:gpt-4o-mini', 3 + k,
+       '{"prompt_tokens": 412, "completion_tokens": 188, "total_tokens": 600}',
+       '<' || md5('e' || n || '-' || k) || '@mail.example.com>', 'auto'
   from generate_series(1, $users) n cross join generate_series(1, $per_user) k;
 SQL
 fi

@@ -785,3 +785,28 @@ async fn a_listener_is_woken_by_other_processes_appends_and_not_by_its_own_annou
     );
     stop.cancel();
 }
+
+/// Each view's column list (what a narrow page reads, and the constants it reads instead) is
+/// the table's: a column added by a migration and missing from the list would never be read.
+#[sqlx::test(migrator = "projections::db::MIGRATOR")]
+async fn the_views_column_lists_name_every_column_of_their_tables(pool: PgPool) {
+    use projections::views::{emails, users};
+    for (table, listed) in [
+        ("users", &users::COLUMNS[..]),
+        ("emails", &emails::COLUMNS[..]),
+    ] {
+        let actual: Vec<String> = sqlx::query_scalar(
+            "select column_name::text from information_schema.columns
+              where table_schema = current_schema() and table_name = $1 order by ordinal_position",
+        )
+        .bind(table)
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        let mut actual = actual;
+        let mut listed: Vec<String> = listed.iter().map(|(n, _)| (*n).to_owned()).collect();
+        actual.sort();
+        listed.sort();
+        assert_eq!(listed, actual, "the {table} view's column list");
+    }
+}

@@ -9,6 +9,7 @@ use projections::vault::Vault;
 use async_graphql::dataloader::{DataLoader, Loader};
 use chrono::{DateTime, Utc};
 use projections::log::{self, StreamPage};
+use projections::views::columns::Columns;
 use projections::views::emails::{self, EmailRow, UserEmailsPage};
 use projections::views::users::{self, UserRow};
 use sqlx::PgPool;
@@ -29,8 +30,8 @@ pub struct EmailsPageKey {
     pub limit: i64,
     /// Whether `totalCount` was asked for (counting is a query of its own).
     pub count: bool,
-    /// Whether the bodies (`preheader`, `text`, `html`) were asked for.
-    pub bodies: bool,
+    /// The view's columns the page shows.
+    pub columns: Columns,
 }
 
 impl EmailsPageKey {
@@ -43,14 +44,14 @@ impl EmailsPageKey {
         first: Option<i32>,
         after: Option<&str>,
         count: bool,
-        bodies: bool,
+        columns: Columns,
     ) -> ApiResult<Self> {
         Ok(Self {
             user_id,
             after: after.map(cursor::decode).transpose()?,
             limit: cursor::page_size(first)?,
             count,
-            bodies,
+            columns,
         })
     }
 }
@@ -172,8 +173,10 @@ impl Loader<EmailsPageKey> for PgLoader {
                 limit: k.limit + 1,
             })
             .collect();
-        let bodies = keys.iter().any(|k| k.bodies);
-        let rows = emails::pages_of_users(&self.pool, &pages, bodies)
+        let columns = keys
+            .iter()
+            .fold(Columns::none(), |columns, k| columns.union(k.columns));
+        let rows = emails::pages_of_users(&self.pool, &pages, &columns)
             .await
             .map_err(Arc::new)?;
         let counted = counted_users(keys);

@@ -15,9 +15,9 @@ use super::errors::{ApiError, ApiResult};
 use super::ids::parse_id;
 use super::loaders::{EventsPageKey, Loaders};
 use super::types::{
-    Email, EmailConnection, EmailJob, EmailJobConnection, EmailJobStatus, EmailStatus,
-    EngagementSummary, EventConnection, Health, TrendDay, UpliftReport, User, UserConnection,
-    UserState, UserStatus,
+    columns_read, user_field_columns, Email, EmailConnection, EmailJob, EmailJobConnection,
+    EmailJobStatus, EmailStatus, EngagementSummary, EventConnection, Health, TrendDay,
+    UpliftReport, User, UserConnection, UserState, UserStatus,
 };
 use super::{read_pool, ApiContext};
 
@@ -182,6 +182,7 @@ impl Query {
             descending: order.direction == OrderDirection::Desc,
             after: after.as_deref().map(cursor::decode).transpose()?,
             limit: limit + 1,
+            columns: columns_read(&ctx.look_ahead(), &users::COLUMNS, user_field_columns),
         };
         let rows = users::page(read_pool(ctx), &page)
             .await

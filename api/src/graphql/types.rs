@@ -8,7 +8,7 @@
 //! key into one query; what is given up is only overlap between two loaded fields of one
 //! object (a client's `emails` and `history` are two rounds, one after the other).
 
-use async_graphql::{ComplexObject, Context, Enum, SimpleObject, ID};
+use async_graphql::{ComplexObject, Context, Enum, Lookahead, SimpleObject, ID};
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::Deserialize as _;
@@ -19,7 +19,8 @@ use super::errors::ApiResult;
 use super::loaders::{EmailsPageKey, EventsPageKey, Loaders};
 use projections::engagement::jobs::JobRow;
 use projections::log::StoredEvent;
-use projections::views::emails::EmailRow;
+use projections::views::columns::{Column, Columns};
+use projections::views::emails::{self, EmailRow};
 use projections::views::users::UserRow;
 
 /// Money in cents as an exact decimal.
@@ -235,11 +236,8 @@ impl User {
     ) -> async_graphql::Result<EmailConnection> {
         let ahead = ctx.look_ahead();
         let count = ahead.field("totalCount").exists();
-        let bodies = ["preheader", "text", "html"].iter().any(|field| {
-            ahead.field("nodes").field(field).exists()
-                || ahead.field("edges").field("node").field(field).exists()
-        });
-        let key = EmailsPageKey::new(self.uuid, first, after.as_deref(), count, bodies)?;
+        let columns = columns_read(&ahead, &emails::COLUMNS, email_field_columns);
+        let key = EmailsPageKey::new(self.uuid, first, after.as_deref(), count, columns)?;
         let limit = key.limit;
         let (rows, total) = ctx.data_unchecked::<Loaders>().emails_page(key).await?;
         Ok(EmailConnection::of_rows(rows, limit, total))
@@ -259,6 +257,84 @@ impl User {
         let key = EventsPageKey::new(self.uuid, first, after.as_deref(), count)?;
         EventConnection::of_page(ctx, key).await
     }
+}
+
+/// The view columns a connection's nodes read (under `nodes` and `edges { node }`), by
+/// `field_columns` of each field selected on them: a field it does not know reads every
+/// column, so a field added later is right before it is fast.
+pub fn columns_read(
+    connection: &Lookahead<'_>,
+    table: &[Column],
+    field_columns: fn(&str) -> Option<&'static [&'static str]>,
+) -> Columns {
+    let nodes = connection.field("nodes");
+    let edge_nodes = connection.field("edges").field("node");
+    let mut columns = Columns::none();
+    for node in nodes
+        .selection_fields()
+        .into_iter()
+        .chain(edge_nodes.selection_fields())
+    {
+        for field in node.selection_set() {
+            match field_columns(field.name()) {
+                Some(names) => columns = columns.with(table, names),
+                None => return Columns::all(),
+            }
+        }
+    }
+    columns
+}
+
+/// The users view columns a field of `User` reads (the id and creation time always are).
+pub fn user_field_columns(field: &str) -> Option<&'static [&'static str]> {
+    Some(match field {
+        "id" | "createdAt" | "emails" | "history" | "__typename" => &[],
+        "name" => &["name"],
+        "email" => &["email"],
+        "preferredCategories" => &["preferred_categories"],
+        "orderCount" => &["order_count"],
+        "averageOrderValue" => &["average_order_value_cents"],
+        "totalSpent" => &["total_spent_cents"],
+        "lastOrderDate" => &["last_order_date"],
+        "engagementScore" => &["engagement_score"],
+        "atRisk" => &["at_risk"],
+        "lastEmailDate" => &["last_email_date"],
+        "status" => &["status"],
+        "externalId" => &["external_id"],
+        "group" => &["engagement_group"],
+        "updatedAt" => &["updated_at"],
+        "version" => &["version"],
+        "scoreBreakdown" => &[
+            "engagement_score",
+            "score_policy",
+            "score_band",
+            "score_factors",
+            "score_as_of",
+            "next_score_change_at",
+        ],
+        _ => return None,
+    })
+}
+
+/// The emails view columns a field of `Email` reads (the id, client, time and status always
+/// are).
+pub fn email_field_columns(field: &str) -> Option<&'static [&'static str]> {
+    Some(match field {
+        "id" | "userId" | "user" | "status" | "generatedAt" | "__typename" => &[],
+        "subject" => &["subject"],
+        "preheader" => &["preheader"],
+        "html" => &["html"],
+        "text" => &["text"],
+        "engagementScoreAtTime" => &["engagement_score_at_time"],
+        "generator" => &["generator"],
+        "sentAt" => &["sent_at"],
+        "messageId" => &["message_id"],
+        "deliveryError" => &["delivery_error"],
+        "reviewedBy" => &["reviewed_by"],
+        "reviewReason" => &["review_reason"],
+        "deliveryMode" => &["delivery_mode"],
+        _ => return None,
+    })
 }
 
 /// A generated email, from the emails read model.

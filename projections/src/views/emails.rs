@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, PgExecutor, Postgres, QueryBuilder};
 use uuid::Uuid;
 
+use super::columns::{Column, Columns};
 use crate::log::consumer::Projection;
 use crate::log::StoredEvent;
 
@@ -424,23 +425,43 @@ struct Ordered {
     row: EmailRow,
 }
 
-/// Every column but the bodies (`preheader`, `text`, `html`), which read as empty: a list
-/// that does not show them does not fetch them (an HTML body is kilobytes).
-const WITHOUT_BODIES: &str = "e.id, e.user_id, e.subject, ''::text as preheader, ''::text as text,
-       ''::text as html, e.status, e.generated_at, e.engagement_score_at_time, e.generator,
-       e.usage, e.trigger_sequence, e.trigger_position, e.version, e.sent_at, e.message_id,
-       e.delivery_error, e.reviewed_by, e.review_reason, e.delivery_mode";
+/// Every column of the view, with what it reads as when a page leaves it out. The key, the
+/// client, the time (pages are ordered by it, cursors encode it) and the status (a row must
+/// parse) are always read.
+pub const COLUMNS: [Column; 20] = [
+    ("id", None),
+    ("user_id", None),
+    ("subject", Some("''::text")),
+    ("preheader", Some("''::text")),
+    ("text", Some("''::text")),
+    ("html", Some("''::text")),
+    ("status", None),
+    ("generated_at", None),
+    ("engagement_score_at_time", Some("0::smallint")),
+    ("generator", Some("''::text")),
+    ("usage", Some("null::jsonb")),
+    ("trigger_sequence", Some("null::bigint")),
+    ("trigger_position", Some("null::bigint")),
+    ("version", Some("0::bigint")),
+    ("sent_at", Some("null::timestamptz")),
+    ("message_id", Some("null::text")),
+    ("delivery_error", Some("null::text")),
+    ("reviewed_by", Some("null::text")),
+    ("review_reason", Some("null::text")),
+    ("delivery_mode", Some("null::text")),
+];
+const _: () = assert!(COLUMNS.len() <= 64, "Columns has a bit per column");
 
 /// Several clients' pages in one statement (one ordered index scan per page, each starting
-/// after its cursor); one list per page, in the order asked. Without `bodies` the rows' bodies
-/// are empty.
+/// after its cursor); one list per page, in the order asked. Columns outside `columns` read as
+/// their constants ([`COLUMNS`]).
 ///
 /// # Errors
 /// The database failed or a row is unreadable.
 pub async fn pages_of_users<'e>(
     executor: impl PgExecutor<'e>,
     pages: &[UserEmailsPage],
-    bodies: bool,
+    columns: &Columns,
 ) -> anyhow::Result<Vec<Vec<EmailRow>>> {
     let users: Vec<Uuid> = pages.iter().map(|k| k.user_id).collect();
     let after_at: Vec<Option<DateTime<Utc>>> = pages.iter().map(|k| k.after.map(|a| a.0)).collect();
@@ -451,7 +472,7 @@ pub async fn pages_of_users<'e>(
     // each client's rows by bitmap and sort them. `generated_at` is never infinite (it is a
     // clock's reading). The rows come in the scans' order; the pages are put in order here
     // rather than by one more sort.
-    let columns = if bodies { "e.*" } else { WITHOUT_BODIES };
+    let columns = columns.select_list("e", &COLUMNS);
     let sql = format!(
         "select k.ord, {columns}
            from unnest($1::uuid[], $2::timestamptz[], $3::uuid[], $4::bigint[])

@@ -6,7 +6,9 @@
 //! - [`trend`]: per day, clients at risk, average score, emails and reactivations.
 //! - [`uplift`]: the triggers of the uplift report and the orders that followed them.
 //! - [`rebuild`]: rebuilding a view into a fresh table and swapping it in.
+//! - [`columns`]: reading only the columns a query needs.
 
+pub mod columns;
 pub mod emails;
 pub mod rebuild;
 pub mod trend;

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, PgExecutor, Postgres, QueryBuilder};
 use uuid::Uuid;
 
+use super::columns::{Column, Columns};
 use crate::log::consumer::Projection;
 use crate::log::StoredEvent;
 
@@ -472,15 +473,16 @@ pub enum UserSort {
 }
 
 impl UserSort {
-    /// The sort expression (served by an index on (expression, id)) and the SQL type of its
-    /// cursor value.
+    /// The sort expression over `users u` (served by an index on (expression, id)) and the
+    /// SQL type of its cursor value. Qualified: in ORDER BY a bare column name would mean the
+    /// output column of that name, which a narrow page selects as a constant.
     fn sql(self) -> (&'static str, &'static str) {
         match self {
-            Self::EngagementScore => ("engagement_score", "smallint"),
-            Self::Name => ("lower(name)", "text"),
-            Self::CreatedAt => ("created_at", "timestamptz"),
+            Self::EngagementScore => ("u.engagement_score", "smallint"),
+            Self::Name => ("lower(u.name)", "text"),
+            Self::CreatedAt => ("u.created_at", "timestamptz"),
             Self::LastOrderDate => (
-                "coalesce(last_order_date, '-infinity'::timestamptz)",
+                "coalesce(u.last_order_date, '-infinity'::timestamptz)",
                 "timestamptz",
             ),
         }
@@ -500,7 +502,40 @@ pub struct UsersPage {
     pub after: Option<(String, Uuid)>,
     /// Rows to fetch.
     pub limit: i64,
+    /// The columns the caller shows (the rest read as constants).
+    pub columns: Columns,
 }
+
+/// Every column of the view, with what it reads as when a page leaves it out. The key, the
+/// creation time (a score's moment falls back to it) and the values a `UserRow` must parse
+/// are constants that parse.
+pub const COLUMNS: [Column; 24] = [
+    ("id", None),
+    ("name", Some("''::text")),
+    ("email", Some("''::text")),
+    ("preferred_categories", Some("'{}'::text[]")),
+    ("order_count", Some("0")),
+    ("total_spent_cents", Some("0::bigint")),
+    ("average_order_value_cents", Some("0::bigint")),
+    ("last_order_date", Some("null::timestamptz")),
+    ("first_order_date", Some("null::timestamptz")),
+    ("engagement_score", Some("0::smallint")),
+    ("score_band", Some("''::text")),
+    ("at_risk", Some("false")),
+    ("score_policy", Some("''::text")),
+    ("score_threshold", Some("0::smallint")),
+    ("score_factors", Some("'[]'::jsonb")),
+    ("score_as_of", Some("null::timestamptz")),
+    ("next_score_change_at", Some("null::timestamptz")),
+    ("last_email_date", Some("null::timestamptz")),
+    ("status", Some("'ACTIVE'::text")),
+    ("created_at", None),
+    ("updated_at", Some("'epoch'::timestamptz")),
+    ("version", Some("0::bigint")),
+    ("external_id", Some("null::text")),
+    ("engagement_group", Some("'TREATMENT'::text")),
+];
+const _: () = assert!(COLUMNS.len() <= 64, "Columns has a bit per column");
 
 /// A users row with the text of its sort key (for its cursor).
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
@@ -528,11 +563,12 @@ pub async fn page<'e>(
         (">", "asc")
     };
     let mut q = QueryBuilder::<Postgres>::new(format!(
-        "select u.*, ({expr})::text as sort_key from users u where true"
+        "select {}, ({expr})::text as sort_key from users u where true",
+        page.columns.select_list("u", &COLUMNS)
     ));
     page.filter.push(&mut q);
     if let Some((value, id)) = &page.after {
-        q.push(format!(" and (({expr}), id) {cmp} (cast("))
+        q.push(format!(" and (({expr}), u.id) {cmp} (cast("))
             .push_bind(value.clone())
             .push(format!(" as {sql_type}), "))
             .push_bind(*id)
@@ -541,7 +577,7 @@ pub async fn page<'e>(
     // The limit is written into the SQL, not bound: with `limit $n` a prepared statement's
     // generic plan cannot know the page is small and sorts the whole table.
     q.push(format!(
-        " order by {expr} {dir}, id {dir} limit {}",
+        " order by {expr} {dir}, u.id {dir} limit {}",
         page.limit
     ));
     q.build_query_as()
