@@ -176,7 +176,7 @@ impl Loader<EmailsPageKey> for PgLoader {
         let columns = keys
             .iter()
             .fold(Columns::none(), |columns, k| columns.union(k.columns));
-        let rows = emails::pages_of_users(&self.pool, &pages, &columns)
+        let rows = emails::pages_of_users(&self.pool, &pages, columns)
             .await
             .map_err(Arc::new)?;
         let counted = counted_users(keys);

@@ -461,7 +461,7 @@ const _: () = assert!(COLUMNS.len() <= 64, "Columns has a bit per column");
 pub async fn pages_of_users<'e>(
     executor: impl PgExecutor<'e>,
     pages: &[UserEmailsPage],
-    columns: &Columns,
+    columns: Columns,
 ) -> anyhow::Result<Vec<Vec<EmailRow>>> {
     let users: Vec<Uuid> = pages.iter().map(|k| k.user_id).collect();
     let after_at: Vec<Option<DateTime<Utc>>> = pages.iter().map(|k| k.after.map(|a| a.0)).collect();
