@@ -786,7 +786,7 @@ async fn a_listener_is_woken_by_other_processes_appends_and_not_by_its_own_annou
     stop.cancel();
 }
 
-/// Each view's column list (what a narrow page reads, and the constants it reads instead) is
+/// Each view's column list (what a narrow page chooses from) is
 /// the table's: a column added by a migration and missing from the list would never be read.
 #[sqlx::test(migrator = "projections::db::MIGRATOR")]
 async fn the_views_column_lists_name_every_column_of_their_tables(pool: PgPool) {

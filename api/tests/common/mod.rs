@@ -291,3 +291,76 @@ pub async fn run_browser_test(script: &str, env: &[(&str, String)], timeout: Dur
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+/// `clients` clients with `emails` emails each (written a week apart), the emails view caught up;
+/// their ids, oldest first.
+pub async fn clients_with_emails(
+    app: &TestApp,
+    pool: &PgPool,
+    clients: usize,
+    emails: usize,
+) -> Vec<String> {
+    let mut ids = Vec::new();
+    let bus = projections::commands::CommandBus::new(
+        pool.clone(),
+        test_vault(),
+        Default::default(),
+        app.clock.clone(),
+    );
+    let mut last = None;
+    for i in 0..clients {
+        let id: String = app
+            .create_user(&format!("Reader {i}"), &format!("reader{i}@example.com"))
+            .await;
+        ids.push(id.clone());
+        for k in 0..emails {
+            let committed = bus
+                .execute(
+                    id.parse().unwrap(),
+                    domain::client::ClientAction::RecordEmail(domain::client::RecordEmail {
+                        email_id: uuid::Uuid::new_v4(),
+                        content: domain::client::EmailContent {
+                            subject: format!("Note {k}"),
+                            preheader: format!("Preheader {i}-{k}"),
+                            text: format!("Text {i}-{k}"),
+                            html: format!("<p>Html {i}-{k}</p>"),
+                            generator: domain::client::Generator {
+                                kind: "template".into(),
+                                model: "v1".into(),
+                            },
+                            usage: None,
+                        },
+                        trigger: None,
+                        delivery: domain::client::DeliveryMode::Off,
+                    }),
+                    &projections::commands::CommandMetadata::for_actor("test"),
+                )
+                .await;
+            if let Ok(c) = committed {
+                last = Some(c.position);
+            }
+            app.clock.advance(chrono::Duration::days(8));
+        }
+    }
+    let handle = projections::log::consumer::Consumer::new(
+        pool.clone(),
+        test_vault(),
+        projections::views::emails::EmailsView::live(),
+        Default::default(),
+        projections::log::consumer::LogSignal::new(),
+    )
+    .handle();
+    handle
+        .wait_for(last.unwrap(), std::time::Duration::from_secs(10))
+        .await
+        .unwrap();
+
+    ids
+}
+
+/// The vault of every test (one master key, so that binaries and buses share their data).
+pub fn test_vault() -> std::sync::Arc<projections::vault::Vault> {
+    std::sync::Arc::new(projections::vault::Vault::new(
+        &projections::vault::MasterKey::new([7; 32]),
+    ))
+}

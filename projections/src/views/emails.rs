@@ -8,7 +8,10 @@ use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, PgExecutor, Postgres, QueryBuilder};
 use uuid::Uuid;
 
-use super::columns::{Column, Columns};
+use super::columns::{
+    column, position, Column, Columns, Narrow,
+    Need::{Always, Shown},
+};
 use crate::log::consumer::Projection;
 use crate::log::StoredEvent;
 
@@ -56,6 +59,37 @@ pub struct EmailRow {
     pub review_reason: Option<String>,
     /// `off`, `review` or `auto`, as written (`None`: before delivery existed).
     pub delivery_mode: Option<String>,
+}
+
+impl EmailRow {
+    /// Decodes a narrow read of the view (a page's select list).
+    fn decode(row: &Narrow<'_>) -> Result<Self, sqlx::Error> {
+        Ok(Self {
+            id: column!(row, COLUMNS, "id")?,
+            user_id: column!(row, COLUMNS, "user_id")?,
+            subject: column!(row, COLUMNS, "subject")?,
+            preheader: column!(row, COLUMNS, "preheader")?,
+            text: column!(row, COLUMNS, "text")?,
+            html: column!(row, COLUMNS, "html")?,
+            status: row.parsed_or(
+                const { position(&COLUMNS, "status") },
+                EmailStatus::Generated,
+            )?,
+            generated_at: column!(row, COLUMNS, "generated_at")?,
+            engagement_score_at_time: column!(row, COLUMNS, "engagement_score_at_time")?,
+            generator: column!(row, COLUMNS, "generator")?,
+            usage: column!(row, COLUMNS, "usage")?,
+            trigger_sequence: column!(row, COLUMNS, "trigger_sequence")?,
+            trigger_position: column!(row, COLUMNS, "trigger_position")?,
+            version: column!(row, COLUMNS, "version")?,
+            sent_at: column!(row, COLUMNS, "sent_at")?,
+            message_id: column!(row, COLUMNS, "message_id")?,
+            delivery_error: column!(row, COLUMNS, "delivery_error")?,
+            reviewed_by: column!(row, COLUMNS, "reviewed_by")?,
+            review_reason: column!(row, COLUMNS, "review_reason")?,
+            delivery_mode: column!(row, COLUMNS, "delivery_mode")?,
+        })
+    }
 }
 
 /// The event types that change a row of the view.
@@ -417,44 +451,36 @@ pub struct UserEmailsPage {
     pub limit: i64,
 }
 
-/// A row with the ordinal of the page it answers.
-#[derive(sqlx::FromRow)]
-struct Ordered {
-    ord: i64,
-    #[sqlx(flatten)]
-    row: EmailRow,
-}
-
-/// Every column of the view, with what it reads as when a page leaves it out. The key, the
+/// Every column of the view, and whether a page may leave it out. The key, the
 /// client, the time (pages are ordered by it, cursors encode it) and the status (a row must
 /// parse) are always read.
 pub const COLUMNS: [Column; 20] = [
-    ("id", None),
-    ("user_id", None),
-    ("subject", Some("''::text")),
-    ("preheader", Some("''::text")),
-    ("text", Some("''::text")),
-    ("html", Some("''::text")),
-    ("status", None),
-    ("generated_at", None),
-    ("engagement_score_at_time", Some("0::smallint")),
-    ("generator", Some("''::text")),
-    ("usage", Some("null::jsonb")),
-    ("trigger_sequence", Some("null::bigint")),
-    ("trigger_position", Some("null::bigint")),
-    ("version", Some("0::bigint")),
-    ("sent_at", Some("null::timestamptz")),
-    ("message_id", Some("null::text")),
-    ("delivery_error", Some("null::text")),
-    ("reviewed_by", Some("null::text")),
-    ("review_reason", Some("null::text")),
-    ("delivery_mode", Some("null::text")),
+    ("id", Always),
+    ("user_id", Always),
+    ("subject", Shown),
+    ("preheader", Shown),
+    ("text", Shown),
+    ("html", Shown),
+    ("status", Always),
+    ("generated_at", Always),
+    ("engagement_score_at_time", Shown),
+    ("generator", Shown),
+    ("usage", Shown),
+    ("trigger_sequence", Shown),
+    ("trigger_position", Shown),
+    ("version", Shown),
+    ("sent_at", Shown),
+    ("message_id", Shown),
+    ("delivery_error", Shown),
+    ("reviewed_by", Shown),
+    ("review_reason", Shown),
+    ("delivery_mode", Shown),
 ];
 const _: () = assert!(COLUMNS.len() <= 64, "Columns has a bit per column");
 
 /// Several clients' pages in one statement (one ordered index scan per page, each starting
-/// after its cursor); one list per page, in the order asked. Columns outside `columns` read as
-/// their constants ([`COLUMNS`]).
+/// after its cursor); one list per page, in the order asked. Columns outside `columns` are not
+/// read: they hold their types' empty values ([`COLUMNS`]).
 ///
 /// # Errors
 /// The database failed or a row is unreadable.
@@ -472,6 +498,7 @@ pub async fn pages_of_users<'e>(
     // each client's rows by bitmap and sort them. `generated_at` is never infinite (it is a
     // clock's reading). The rows come in the scans' order; the pages are put in order here
     // rather than by one more sort.
+    let read = columns.read(&COLUMNS);
     let columns = columns.select_list("e", &COLUMNS);
     let sql = format!(
         "select k.ord, {columns}
@@ -486,7 +513,7 @@ pub async fn pages_of_users<'e>(
                  order by e.generated_at desc, e.id desc
                  limit k.lim) e"
     );
-    let rows: Vec<Ordered> = sqlx::query_as(&sql)
+    let rows = sqlx::query(&sql)
         .bind(&users)
         .bind(&after_at)
         .bind(&after_id)
@@ -495,9 +522,12 @@ pub async fn pages_of_users<'e>(
         .await
         .context("loading pages of users' emails")?;
     let mut out: Vec<Vec<EmailRow>> = vec![Vec::new(); pages.len()];
-    for Ordered { ord, row } in rows {
+    for row in &rows {
+        let ord: i64 = sqlx::Row::try_get(row, 0)?;
         let index = usize::try_from(ord - 1).context("page ordinal")?;
-        out.get_mut(index).context("page ordinal")?.push(row);
+        let email =
+            EmailRow::decode(&Narrow::new(row, 1, read)).context("reading a page of emails")?;
+        out.get_mut(index).context("page ordinal")?.push(email);
     }
     for page in &mut out {
         page.sort_unstable_by_key(|row| std::cmp::Reverse((row.generated_at, row.id)));

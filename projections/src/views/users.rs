@@ -17,7 +17,10 @@ use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, PgExecutor, Postgres, QueryBuilder};
 use uuid::Uuid;
 
-use super::columns::{Column, Columns};
+use super::columns::{
+    column, position, Column, Columns, Narrow,
+    Need::{Always, Shown},
+};
 use crate::log::consumer::Projection;
 use crate::log::StoredEvent;
 
@@ -84,6 +87,36 @@ fn treatment() -> String {
 }
 
 impl UserRow {
+    /// Decodes a narrow read of the view (a page's select list).
+    fn decode(row: &Narrow<'_>) -> Result<Self, sqlx::Error> {
+        Ok(Self {
+            id: column!(row, COLUMNS, "id")?,
+            name: column!(row, COLUMNS, "name")?,
+            email: column!(row, COLUMNS, "email")?,
+            preferred_categories: column!(row, COLUMNS, "preferred_categories")?,
+            order_count: column!(row, COLUMNS, "order_count")?,
+            total_spent_cents: column!(row, COLUMNS, "total_spent_cents")?,
+            average_order_value_cents: column!(row, COLUMNS, "average_order_value_cents")?,
+            last_order_date: column!(row, COLUMNS, "last_order_date")?,
+            first_order_date: column!(row, COLUMNS, "first_order_date")?,
+            engagement_score: column!(row, COLUMNS, "engagement_score")?,
+            score_band: column!(row, COLUMNS, "score_band")?,
+            at_risk: column!(row, COLUMNS, "at_risk")?,
+            score_policy: column!(row, COLUMNS, "score_policy")?,
+            score_threshold: column!(row, COLUMNS, "score_threshold")?,
+            score_factors: column!(row, COLUMNS, "score_factors")?,
+            score_as_of: column!(row, COLUMNS, "score_as_of")?,
+            next_score_change_at: column!(row, COLUMNS, "next_score_change_at")?,
+            last_email_date: column!(row, COLUMNS, "last_email_date")?,
+            status: row.parsed_or(const { position(&COLUMNS, "status") }, ClientStatus::Active)?,
+            created_at: column!(row, COLUMNS, "created_at")?,
+            updated_at: column!(row, COLUMNS, "updated_at")?,
+            version: column!(row, COLUMNS, "version")?,
+            external_id: column!(row, COLUMNS, "external_id")?,
+            engagement_group: column!(row, COLUMNS, "engagement_group")?,
+        })
+    }
+
     fn created(id: Uuid, e: &domain::client::UserCreated, version: i64) -> Self {
         let mut row = Self {
             id,
@@ -474,8 +507,8 @@ pub enum UserSort {
 
 impl UserSort {
     /// The sort expression over `users u` (served by an index on (expression, id)) and the
-    /// SQL type of its cursor value. Qualified: in ORDER BY a bare column name would mean the
-    /// output column of that name, which a narrow page selects as a constant.
+    /// SQL type of its cursor value. Qualified: in ORDER BY a bare column name means the output
+    /// column of that name when there is one, and a narrow page decides which there are.
     fn sql(self) -> (&'static str, &'static str) {
         match self {
             Self::EngagementScore => ("u.engagement_score", "smallint"),
@@ -502,38 +535,37 @@ pub struct UsersPage {
     pub after: Option<(String, Uuid)>,
     /// Rows to fetch.
     pub limit: i64,
-    /// The columns the caller shows (the rest read as constants).
+    /// The columns the caller shows (the rest are not read).
     pub columns: Columns,
 }
 
-/// Every column of the view, with what it reads as when a page leaves it out. The key, the
-/// creation time (a score's moment falls back to it) and the values a `UserRow` must parse
-/// are constants that parse.
+/// Every column of the view, and whether a page may leave it out. The key and the creation
+/// time (a score's moment falls back to it) are always read.
 pub const COLUMNS: [Column; 24] = [
-    ("id", None),
-    ("name", Some("''::text")),
-    ("email", Some("''::text")),
-    ("preferred_categories", Some("'{}'::text[]")),
-    ("order_count", Some("0")),
-    ("total_spent_cents", Some("0::bigint")),
-    ("average_order_value_cents", Some("0::bigint")),
-    ("last_order_date", Some("null::timestamptz")),
-    ("first_order_date", Some("null::timestamptz")),
-    ("engagement_score", Some("0::smallint")),
-    ("score_band", Some("''::text")),
-    ("at_risk", Some("false")),
-    ("score_policy", Some("''::text")),
-    ("score_threshold", Some("0::smallint")),
-    ("score_factors", Some("'[]'::jsonb")),
-    ("score_as_of", Some("null::timestamptz")),
-    ("next_score_change_at", Some("null::timestamptz")),
-    ("last_email_date", Some("null::timestamptz")),
-    ("status", Some("'ACTIVE'::text")),
-    ("created_at", None),
-    ("updated_at", Some("'epoch'::timestamptz")),
-    ("version", Some("0::bigint")),
-    ("external_id", Some("null::text")),
-    ("engagement_group", Some("'TREATMENT'::text")),
+    ("id", Always),
+    ("name", Shown),
+    ("email", Shown),
+    ("preferred_categories", Shown),
+    ("order_count", Shown),
+    ("total_spent_cents", Shown),
+    ("average_order_value_cents", Shown),
+    ("last_order_date", Shown),
+    ("first_order_date", Shown),
+    ("engagement_score", Shown),
+    ("score_band", Shown),
+    ("at_risk", Shown),
+    ("score_policy", Shown),
+    ("score_threshold", Shown),
+    ("score_factors", Shown),
+    ("score_as_of", Shown),
+    ("next_score_change_at", Shown),
+    ("last_email_date", Shown),
+    ("status", Shown),
+    ("created_at", Always),
+    ("updated_at", Shown),
+    ("version", Shown),
+    ("external_id", Shown),
+    ("engagement_group", Shown),
 ];
 const _: () = assert!(COLUMNS.len() <= 64, "Columns has a bit per column");
 
@@ -580,10 +612,22 @@ pub async fn page<'e>(
         " order by {expr} {dir}, u.id {dir} limit {}",
         page.limit
     ));
-    q.build_query_as()
+    let rows = q
+        .build()
         .fetch_all(executor)
         .await
-        .context("listing users")
+        .context("listing users")?;
+    let read = page.columns.read(&COLUMNS);
+    rows.iter()
+        .map(|row| {
+            let narrow = Narrow::new(row, 0, read);
+            Ok(SortedUser {
+                row: UserRow::decode(&narrow)?,
+                sort_key: sqlx::Row::try_get(row, narrow.end())?,
+            })
+        })
+        .collect::<Result<_, sqlx::Error>>()
+        .context("reading a page of users")
 }
 
 /// How many users `filter` matches.
