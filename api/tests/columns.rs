@@ -1,4 +1,4 @@
-//! A list page reads only the view columns its fields need (the rest read as constants): every
+//! A list page reads only the view columns its fields need (the rest are not read): every
 //! field of `User` and `Email`, asked alone on a page, must answer exactly what the same field
 //! answers when the object is loaded whole (`user(id:)`, `email(id:)` read every column). The
 //! fields come from the schema itself, so a field added later without its columns is caught.
@@ -98,9 +98,10 @@ async fn wait_for_emails(app: &TestApp, users: &[String], within: Duration) {
     }
 }
 
-#[sqlx::test(migrator = "projections::db::MIGRATOR")]
-async fn each_field_on_a_page_answers_what_the_whole_object_answers(pool: PgPool) {
-    let app = spawn_app(pool).await;
+/// Five clients whose columns are all unlike the empty values a page holds in place of those it
+/// does not read, created an hour apart, each with their own score (the lowest two are at risk
+/// and written to); how many.
+async fn five_clients(app: &TestApp) -> usize {
     // Clients whose columns are all unlike the constants a page reads in their place, created
     // an hour apart, each with their own score (the lowest two are at risk and written to).
     let mut at_risk = Vec::new();
@@ -139,8 +140,14 @@ async fn each_field_on_a_page_answers_what_the_whole_object_answers(pool: PgPool
             at_risk.push(id);
         }
     }
-    wait_for_emails(&app, &at_risk, Duration::from_secs(10)).await;
+    wait_for_emails(app, &at_risk, Duration::from_secs(10)).await;
+    names.len()
+}
 
+#[sqlx::test(migrator = "projections::db::MIGRATOR")]
+async fn each_field_on_a_page_answers_what_the_whole_object_answers(pool: PgPool) {
+    let app = spawn_app(pool).await;
+    let clients = five_clients(&app).await;
     let types = object_types(&app).await;
     let mut compared = 0;
     for (field, kind, name) in &types["User"] {
@@ -233,8 +240,101 @@ async fn each_field_on_a_page_answers_what_the_whole_object_answers(pool: PgPool
             };
             let narrow = ids(String::new()).await;
             let wide = ids(every.join(" ")).await;
-            assert_eq!(narrow.len(), names.len());
+            assert_eq!(narrow.len(), clients);
             assert_eq!(narrow, wide, "ordered by {field} {direction}");
         }
+    }
+}
+
+/// A page of clients loads the emails it shows with the page (one statement for all of them):
+/// whatever the arguments, aliases, fragments and variables, each client's emails there are
+/// what the client alone answers (loaded the ordinary way).
+#[sqlx::test(migrator = "projections::db::MIGRATOR")]
+async fn emails_loaded_with_a_page_are_each_clients_own(pool: PgPool) {
+    let app = spawn_app(pool.clone()).await;
+    // Five clients with three emails each, all with bodies of their own.
+    common::clients_with_emails(&app, &pool, 5, 3).await;
+    let newest = app
+        .gql(
+            "{ users(first: 10) { nodes { emails(first: 1) { pageInfo { endCursor } } } } }",
+            json!({}),
+        )
+        .await;
+    let cursor = newest["users"]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find_map(|u| {
+            u["emails"]["pageInfo"]["endCursor"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .expect("a client with an email");
+    let selections = [
+        "emails { totalCount nodes { id subject } pageInfo { hasNextPage endCursor } }",
+        "emails(first: 1) { totalCount edges { cursor node { id text } } }",
+        "a: emails(first: 1) { nodes { id } } b: emails(first: 3) { nodes { id html generator } }",
+        "emails(first: $n, after: $c) { nodes { id status } pageInfo { hasNextPage } }",
+        "emails(first: $n) { nodes { id } } ... on User { emails(first: $n) { nodes { subject } } }",
+        "...Mail",
+        "emails(first: 2, after: null) { nodes { id preheader } }",
+        "emails(first: 0) { totalCount nodes { id } }",
+    ];
+    for selection in selections {
+        let fragment = match selection.contains("...Mail") {
+            true => " fragment Mail on User { emails(first: 2) { nodes { id sentAt } } }",
+            false => "",
+        };
+        // Variables are declared only where used (an unused one fails validation).
+        let mut declared = Vec::new();
+        let mut variables = json!({});
+        if selection.contains("$n") {
+            declared.push("$n: Int");
+            variables["n"] = json!(2);
+        }
+        if selection.contains("$c") {
+            declared.push("$c: String");
+            variables["c"] = json!(cursor);
+        }
+        let on_page = match declared.is_empty() {
+            true => String::new(),
+            false => format!("({})", declared.join(", ")),
+        };
+        let page = app
+            .gql(
+                &format!("query{on_page} {{ users(first: 10) {{ nodes {{ id {selection} }} }} }}{fragment}"),
+                variables.clone(),
+            )
+            .await;
+        let nodes = page["users"]["nodes"].as_array().unwrap();
+        assert_eq!(nodes.len(), 5, "{selection}: {page}");
+        declared.insert(0, "$u: ID!");
+        for node in nodes {
+            variables["u"] = node["id"].clone();
+            let alone = app
+                .gql(
+                    &format!(
+                        "query({}) {{ user(id: $u) {{ id {selection} }} }}{fragment}",
+                        declared.join(", ")
+                    ),
+                    variables.clone(),
+                )
+                .await;
+            assert_eq!(
+                node, &alone["user"],
+                "{selection}: a client's emails on a page differ from the client's own"
+            );
+        }
+    }
+    // Arguments that are wrong fail the field on the page as they fail it alone.
+    for first in ["-1", "2, after: \"not a cursor\""] {
+        let (code, body) = app
+            .error_code(
+                Some(common::OPERATOR),
+                &format!("{{ users(first: 10) {{ nodes {{ id emails(first: {first}) {{ nodes {{ id }} }} }} }} }}"),
+                json!({}),
+            )
+            .await;
+        assert_eq!(code, "VALIDATION", "{body}");
     }
 }

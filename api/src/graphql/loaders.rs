@@ -12,7 +12,7 @@ use projections::log::{self, StreamPage};
 use projections::views::columns::Columns;
 use projections::views::emails::{self, EmailRow, UserEmailsPage};
 use projections::views::users::{self, UserRow};
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use super::cursor;
@@ -157,36 +157,71 @@ fn answers<K: PageKey, R>(
         .collect()
 }
 
+/// Pages of clients' emails (rows fetched: each page's size plus one), each with its client's
+/// total when asked: at most two statements whatever the number of pages, on one connection.
+///
+/// # Errors
+/// The database failed.
+pub async fn email_pages(
+    conn: &mut PgConnection,
+    keys: &[EmailsPageKey],
+) -> anyhow::Result<HashMap<EmailsPageKey, EmailsPage>> {
+    let pages: Vec<UserEmailsPage> = keys
+        .iter()
+        .map(|k| UserEmailsPage {
+            user_id: k.user_id,
+            after: k.after,
+            limit: k.limit + 1,
+        })
+        .collect();
+    let columns = keys
+        .iter()
+        .fold(Columns::none(), |columns, k| columns.union(k.columns));
+    let rows = emails::pages_of_users(&mut *conn, &pages, columns).await?;
+    let counted = counted_users(keys);
+    let totals = match counted.is_empty() {
+        true => HashMap::new(),
+        false => emails::counts_of_users(&mut *conn, &counted).await?,
+    };
+    Ok(answers(keys, rows, &totals))
+}
+
+/// One client's page of emails and, when asked, how many they have.
+pub type EmailsPage = (Vec<EmailRow>, i64);
+
+/// Pages of emails loaded with the page of clients that shows them, on the same connection,
+/// so that each client's `emails` is answered from here instead of by a loader round (a
+/// batch that waits on a timer, then hands each of fifty clients a copy of its rows).
+#[derive(Debug, Default)]
+pub struct EmailsAhead(std::sync::Mutex<HashMap<EmailsPageKey, EmailsPage>>);
+
+impl EmailsAhead {
+    /// Pages for these keys.
+    pub fn new(pages: HashMap<EmailsPageKey, EmailsPage>) -> Self {
+        Self(std::sync::Mutex::new(pages))
+    }
+
+    /// The page for `key`, if it was loaded ahead (each is handed out once; a second field
+    /// asking for the same page goes to the loader).
+    pub fn take(&self, key: &EmailsPageKey) -> Option<EmailsPage> {
+        self.0.lock().ok()?.remove(key)
+    }
+}
+
 impl Loader<EmailsPageKey> for PgLoader {
-    type Value = (Vec<EmailRow>, i64);
+    type Value = EmailsPage;
     type Error = LoadError;
 
     async fn load(
         &self,
         keys: &[EmailsPageKey],
     ) -> Result<HashMap<EmailsPageKey, Self::Value>, LoadError> {
-        let pages: Vec<UserEmailsPage> = keys
-            .iter()
-            .map(|k| UserEmailsPage {
-                user_id: k.user_id,
-                after: k.after,
-                limit: k.limit + 1,
-            })
-            .collect();
-        let columns = keys
-            .iter()
-            .fold(Columns::none(), |columns, k| columns.union(k.columns));
-        let rows = emails::pages_of_users(&self.pool, &pages, columns)
+        let mut conn = self
+            .pool
+            .acquire()
             .await
-            .map_err(Arc::new)?;
-        let counted = counted_users(keys);
-        let totals = match counted.is_empty() {
-            true => HashMap::new(),
-            false => emails::counts_of_users(&self.pool, &counted)
-                .await
-                .map_err(Arc::new)?,
-        };
-        Ok(answers(keys, rows, &totals))
+            .map_err(|e| Arc::new(anyhow::Error::from(e)))?;
+        email_pages(&mut conn, keys).await.map_err(Arc::new)
     }
 }
 
@@ -260,7 +295,7 @@ impl Loaders {
     ///
     /// # Errors
     /// The database failed.
-    pub async fn emails_page(&self, key: EmailsPageKey) -> ApiResult<(Vec<EmailRow>, i64)> {
+    pub async fn emails_page(&self, key: EmailsPageKey) -> ApiResult<EmailsPage> {
         self.recorder.client(key.user_id);
         Ok(self
             .inner

@@ -1,6 +1,8 @@
 //! Queries: the read models, and the log for audits.
 
 use async_graphql::{Context, Enum, InputObject, Object, ID};
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use projections::engagement::jobs;
 use projections::log::as_of::{LookBack, Moment};
@@ -13,11 +15,11 @@ use super::cursor;
 use super::dependencies::aspect;
 use super::errors::{ApiError, ApiResult};
 use super::ids::parse_id;
-use super::loaders::{EventsPageKey, Loaders};
+use super::loaders::{email_pages, EmailsAhead, EmailsPageKey, EventsPageKey, Loaders};
 use super::types::{
-    columns_read, user_field_columns, Email, EmailConnection, EmailJob, EmailJobConnection,
-    EmailJobStatus, EmailStatus, EngagementSummary, EventConnection, Health, TrendDay,
-    UpliftReport, User, UserConnection, UserState, UserStatus,
+    columns_read, emails_shown, user_field_columns, Email, EmailConnection, EmailJob,
+    EmailJobConnection, EmailJobStatus, EmailStatus, EngagementSummary, EventConnection, Health,
+    TrendDay, UpliftReport, User, UserConnection, UserState, UserStatus,
 };
 use super::{read_pool, ApiContext};
 
@@ -184,29 +186,52 @@ impl Query {
             limit: limit + 1,
             columns: columns_read(&ctx.look_ahead(), &users::COLUMNS, user_field_columns),
         };
-        let rows = users::page(read_pool(ctx), &page)
+        // The page, its clients' emails where it shows them, and its count on one connection.
+        let mut conn = read_pool(ctx).acquire().await.map_err(ApiError::from)?;
+        let rows = users::page(&mut *conn, &page)
             .await
             .map_err(ApiError::from)?;
-        let recorder = ctx.data_unchecked::<Loaders>().recorder();
         // The row after the page only says whether there is a next page: its membership
         // matters (recorded), not its fields.
-        recorder.clients(
-            rows.iter()
-                .take(usize::try_from(limit).unwrap_or(usize::MAX))
-                .map(|r| r.row.id),
-        );
+        let shown = &rows[..rows.len().min(usize::try_from(limit).unwrap_or(usize::MAX))];
+        let recorder = ctx.data_unchecked::<Loaders>().recorder();
+        recorder.clients(shown.iter().map(|r| r.row.id));
         recorder.aspects(list_dependencies(&page));
+        let ahead = ctx.look_ahead();
+        let emails = emails_shown(&ahead);
+        let emails_ahead = if emails.is_empty() || shown.is_empty() {
+            None
+        } else {
+            let keys: Vec<EmailsPageKey> = shown
+                .iter()
+                .flat_map(|r| {
+                    emails.iter().map(|key| EmailsPageKey {
+                        user_id: r.row.id,
+                        ..key.clone()
+                    })
+                })
+                .collect();
+            let pages = email_pages(&mut conn, &keys)
+                .await
+                .map_err(ApiError::from)?;
+            Some(Arc::new(EmailsAhead::new(pages)))
+        };
         // Counting costs a scan: only when asked for.
-        let total = if ctx.look_ahead().field("totalCount").exists() {
-            users::count(read_pool(ctx), &page.filter)
+        let total = if ahead.field("totalCount").exists() {
+            users::count(&mut *conn, &page.filter)
                 .await
                 .map_err(ApiError::from)?
         } else {
             0
         };
+        drop(conn);
         let items = rows
             .into_iter()
-            .map(|SortedUser { row, sort_key }| ((sort_key, row.id), User::from(row)))
+            .map(|SortedUser { row, sort_key }| {
+                let id = row.id;
+                let user = User::from(row).with_emails_ahead(emails_ahead.clone());
+                ((sort_key, id), user)
+            })
             .collect();
         Ok(UserConnection::from_page(items, limit, total))
     }

@@ -8,7 +8,11 @@
 //! key into one query; what is given up is only overlap between two loaded fields of one
 //! object (a client's `emails` and `history` are two rounds, one after the other).
 
-use async_graphql::{ComplexObject, Context, Enum, Lookahead, SimpleObject, ID};
+use std::sync::Arc;
+
+use async_graphql::{
+    ComplexObject, Context, Enum, Lookahead, SelectionField, SimpleObject, Value as ConstValue, ID,
+};
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::Deserialize as _;
@@ -16,7 +20,7 @@ use serde_json::Value;
 
 use super::cursor;
 use super::errors::ApiResult;
-use super::loaders::{EmailsPageKey, EventsPageKey, Loaders};
+use super::loaders::{EmailsAhead, EmailsPageKey, EventsPageKey, Loaders};
 use projections::engagement::jobs::JobRow;
 use projections::log::StoredEvent;
 use projections::views::columns::{Column, Columns};
@@ -169,12 +173,25 @@ pub struct User {
     uuid: uuid::Uuid,
     #[graphql(skip)]
     score: StoredScore,
+    /// Pages of emails loaded with the page this client is on, if any.
+    #[graphql(skip)]
+    emails_ahead: Option<Arc<EmailsAhead>>,
+}
+
+impl User {
+    /// The same client, answering `emails` from pages loaded with its page where they match.
+    #[must_use]
+    pub fn with_emails_ahead(mut self, ahead: Option<Arc<EmailsAhead>>) -> Self {
+        self.emails_ahead = ahead;
+        self
+    }
 }
 
 impl From<UserRow> for User {
     fn from(row: UserRow) -> Self {
         Self {
             uuid: row.id,
+            emails_ahead: None,
             score: StoredScore {
                 policy: row.score_policy,
                 band: row.score_band,
@@ -239,7 +256,18 @@ impl User {
         let columns = columns_read(&ahead, &emails::COLUMNS, email_field_columns);
         let key = EmailsPageKey::new(self.uuid, first, after.as_deref(), count, columns)?;
         let limit = key.limit;
-        let (rows, total) = ctx.data_unchecked::<Loaders>().emails_page(key).await?;
+        let loaders = ctx.data_unchecked::<Loaders>();
+        let ahead = self
+            .emails_ahead
+            .as_ref()
+            .and_then(|ahead| ahead.take(&key));
+        let (rows, total) = match ahead {
+            Some(page) => {
+                loaders.recorder().client(self.uuid);
+                page
+            }
+            None => loaders.emails_page(key).await?,
+        };
         Ok(EmailConnection::of_rows(rows, limit, total))
     }
 
@@ -283,6 +311,54 @@ pub fn columns_read(
         }
     }
     columns
+}
+
+/// The pages of emails a connection of clients shows for each client (every `emails` under
+/// `nodes` and `edges { node }`), as keys for the nil client, built from each field's arguments
+/// and selection exactly as its resolver builds them. A field whose arguments do not read
+/// cleanly is left out: its resolver loads it (and reports what is wrong with them).
+pub fn emails_shown(connection: &Lookahead<'_>) -> Vec<EmailsPageKey> {
+    let nodes = connection.field("nodes");
+    let edge_nodes = connection.field("edges").field("node");
+    let mut keys: Vec<EmailsPageKey> = Vec::new();
+    for node in nodes
+        .selection_fields()
+        .into_iter()
+        .chain(edge_nodes.selection_fields())
+    {
+        for field in node.selection_set().filter(|f| f.name() == "emails") {
+            let Some((first, after)) = page_arguments(&field) else {
+                continue;
+            };
+            let ahead = Lookahead::from(field);
+            let count = ahead.field("totalCount").exists();
+            let columns = columns_read(&ahead, &emails::COLUMNS, email_field_columns);
+            let Ok(key) =
+                EmailsPageKey::new(uuid::Uuid::nil(), first, after.as_deref(), count, columns)
+            else {
+                continue;
+            };
+            if !keys.contains(&key) {
+                keys.push(key);
+            }
+        }
+    }
+    keys
+}
+
+/// `first` and `after` of a page field, as its resolver receives them (`None` when a value is
+/// not of their type).
+fn page_arguments(field: &SelectionField<'_>) -> Option<(Option<i32>, Option<String>)> {
+    let (mut first, mut after) = (None, None);
+    for (name, value) in field.arguments().ok()? {
+        match (name.as_str(), value) {
+            (_, ConstValue::Null) => {}
+            ("first", ConstValue::Number(n)) => first = Some(i32::try_from(n.as_i64()?).ok()?),
+            ("after", ConstValue::String(text)) => after = Some(text),
+            _ => return None,
+        }
+    }
+    Some((first, after))
 }
 
 /// The users view columns a field of `User` reads (the id and creation time always are).
