@@ -3,6 +3,7 @@
 //! # Layout
 //! - [`query`], [`mutation`], [`subscription`]: the three roots.
 //! - [`types`]: output types and Relay connections.
+//! - [`serial`]: a list's items resolved field after field, without per-field boxes.
 //! - [`loaders`]: batched reads (a page of users with their emails costs a constant number of
 //!   queries).
 //! - [`auth`]: bearer tokens and roles.
@@ -22,6 +23,7 @@ pub mod ids;
 pub mod loaders;
 pub mod mutation;
 pub mod query;
+pub mod serial;
 pub mod subscription;
 pub mod types;
 
@@ -91,7 +93,8 @@ pub struct RequestMeta {
     pub correlation_id: Option<String>,
 }
 
-/// Builds the schema with its limits.
+/// Builds the schema with its limits. It registers no extension: list items resolve without
+/// calling extensions per field ([`serial`]); adding one means resolving them the stock way.
 pub fn build_schema(context: ApiContext) -> ApiSchema {
     Schema::build(query::Query, mutation::Mutation, subscription::Subscription)
         .data(context)

@@ -21,6 +21,7 @@ use serde_json::Value;
 use super::cursor;
 use super::errors::ApiResult;
 use super::loaders::{EmailsAhead, EmailsPageKey, EventsPageKey, Loaders};
+use super::serial::Serial;
 use projections::engagement::jobs::JobRow;
 use projections::log::StoredEvent;
 use projections::views::columns::{Column, Columns};
@@ -745,7 +746,7 @@ macro_rules! connection {
             /// Where it is.
             pub cursor: String,
             /// The item.
-            pub node: $node,
+            pub node: Serial<$node>,
         }
 
         /// A page of items with their sort keys: a cursor is encoded, and an item copied
@@ -780,14 +781,14 @@ macro_rules! connection {
                     .iter()
                     .map(|(key, node)| $edge {
                         cursor: cursor::encode(key),
-                        node: node.clone(),
+                        node: Serial(node.clone()),
                     })
                     .collect()
             }
 
             /// Items.
-            async fn nodes(&self) -> Vec<&$node> {
-                self.items.iter().map(|(_, node)| node).collect()
+            async fn nodes(&self) -> Vec<Serial<&$node>> {
+                self.items.iter().map(|(_, node)| Serial(node)).collect()
             }
 
             /// Paging.
