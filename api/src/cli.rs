@@ -275,7 +275,7 @@ async fn run_serve(
         vault: std::sync::Arc::new(vault),
         erasure_ledger: Some(secrets.ledger()),
         replicas: std::sync::Arc::new(crate::replicas::Replicas::new(
-            pool.clone(),
+            projections::db::connect_lazy(&database.database_url, &database.query_pool_settings())?,
             &config.database_read_url,
             &database.pool_settings(),
             crate::replicas::ReadSettings {

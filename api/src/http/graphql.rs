@@ -255,9 +255,9 @@ async fn execute(
             }
         }
     }
-    // Queries go to a replica that has what they must see (or the primary); the rest, and
-    // every query when no replica is configured, to the primary.
-    let target = if operation == "query" && state.replicas.any() {
+    // Queries go to a replica that has what they must see, or to the primary through the
+    // queries' own pool (sized to the machine); the rest to the primary through the pool.
+    let target = if operation == "query" {
         Some(state.replicas.target(read_after).await)
     } else {
         None
