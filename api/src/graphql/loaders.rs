@@ -192,7 +192,7 @@ pub type EmailsPage = (Vec<EmailRow>, i64);
 /// Pages of emails loaded with the page of clients that shows them, on the same connection,
 /// so that each client's `emails` is answered from here instead of by a loader round (a
 /// batch that waits on a timer, then hands each of fifty clients a copy of its rows).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct EmailsAhead(std::sync::Mutex<HashMap<EmailsPageKey, EmailsPage>>);
 
 impl EmailsAhead {

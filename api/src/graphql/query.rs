@@ -1,8 +1,8 @@
 //! Queries: the read models, and the log for audits.
 
-use async_graphql::{Context, Enum, InputObject, Object, ID};
 use std::sync::Arc;
 
+use async_graphql::{Context, Enum, InputObject, Object, ID};
 use chrono::{DateTime, Utc};
 use projections::engagement::jobs;
 use projections::log::as_of::{LookBack, Moment};
