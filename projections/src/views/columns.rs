@@ -57,7 +57,7 @@ impl Columns {
 
     /// These and the columns of `table` always read: what a [`Narrow`] row holds.
     #[must_use]
-    pub fn read(self, table: &[Column]) -> Self {
+    pub fn read(self, table: &[Column]) -> Read {
         let always = table
             .iter()
             .enumerate()
@@ -67,7 +67,7 @@ impl Columns {
             64.. => u64::MAX,
             n => (1 << n) - 1,
         };
-        Self((self.0 | always) & mine)
+        Read((self.0 | always) & mine)
     }
 
     /// The select list of `table`'s columns this set reads ([`Columns::read`]), in the table's
@@ -83,6 +83,11 @@ impl Columns {
             .join(", ")
     }
 }
+
+/// The columns a read of a view selects, in the view's order: those asked for and those always
+/// read ([`Columns::read`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Read(u64);
 
 /// Where `name` is among `table`'s columns; meant for `const` contexts (see [`column!`]), where
 /// a name that is not there fails the build.
@@ -124,13 +129,12 @@ pub(crate) struct Narrow<'r> {
 }
 
 impl<'r> Narrow<'r> {
-    /// `row`, whose view columns start at `first`, read by `columns` (with the view's always
-    /// read ones: [`Columns::read`]).
-    pub(crate) fn new(row: &'r PgRow, first: usize, columns: Columns) -> Self {
+    /// `row`, whose view columns start at `first` and are those of `read`.
+    pub(crate) fn new(row: &'r PgRow, first: usize, read: Read) -> Self {
         Self {
             row,
             first,
-            read: columns.0,
+            read: read.0,
         }
     }
 
